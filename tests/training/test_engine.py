@@ -1,0 +1,175 @@
+"""fit(): metrics every epoch, checkpoints that resume, early stopping, schedulers, phases."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.checkpoint import load_checkpoint
+from training.config import ConfigError, TrainConfig
+from training.early_stopping import EarlyStopping
+from training.engine import LocalReporter, PreparedData, fit, prepare_data
+from training.tasks import preset_config
+
+METRICS = {"epoch", "train_loss", "val_loss", "val_f1", "val_acc", "lr", "epoch_time_s"}
+
+
+def _small(task: str, **over: object) -> TrainConfig:
+    base = {"data.image_size": 32, "optim.epochs": 2, "optim.batch_size": 16, "num_threads": 1}
+    if task == "task2":
+        base.update({"model.channels": 8, "model.stages": 2})
+    return preset_config(task, {**base, **over})
+
+
+@pytest.fixture(scope="module")
+def task2_prepared(task2_data: Path) -> PreparedData:
+    data, _ = prepare_data(task2_data, _small("task2"))
+    return data
+
+
+def test_fit_reports_every_metric_each_epoch_and_learns(task2_prepared: PreparedData) -> None:
+    rep = LocalReporter()
+    result = fit(_small("task2", **{"optim.epochs": 3}), task2_prepared, rep)
+    assert [m["epoch"] for m in rep.history] == [1, 2, 3]
+    for m in rep.history:
+        assert METRICS <= set(m)
+        assert 0 <= m["val_f1"] <= 1 and m["train_loss"] > 0 and not math.isnan(m["val_loss"])
+    assert rep.history[-1]["train_loss"] < rep.history[0]["train_loss"]
+    ckpt = result.checkpoint
+    assert ckpt is not None and ckpt["epoch"] == 3
+    assert ckpt["class_names"] == task2_prepared.class_names
+    assert ckpt["preprocessing"]["rgba"] == "keep"
+    assert TrainConfig.from_flat(ckpt["config"]).optim.epochs == 3
+
+
+def test_checkpoint_roundtrips_weights_only(task2_prepared: PreparedData, tmp_path: Path) -> None:
+    rep = LocalReporter(out_dir=tmp_path)
+    fit(_small("task2", **{"optim.epochs": 1}), task2_prepared, rep)
+    state = load_checkpoint(tmp_path)  # weights_only=True inside
+    for key in ("model", "best_model", "optimizer", "scheduler", "epoch", "config", "class_names", "preprocessing", "history"):
+        assert key in state
+
+
+def test_resume_continues_at_next_epoch_with_same_result(task2_prepared: PreparedData) -> None:
+    cfg = _small("task2", **{"optim.epochs": 3, "optim.scheduler": "step", "optim.step_size": 1})
+    full = LocalReporter()
+    fit(cfg, task2_prepared, full)
+
+    first = LocalReporter()
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, task2_prepared, _StopAfter(first, 2))
+    assert first.last_checkpoint is not None and first.last_checkpoint["epoch"] == 2
+    resumed = LocalReporter(resume_from=first.last_checkpoint)
+    fit(cfg, task2_prepared, resumed)
+    assert [m["epoch"] for m in resumed.history] == [3]
+    # the scheduler state came back: epoch 3's lr is the full run's epoch 3 lr
+    assert resumed.history[0]["lr"] == pytest.approx(full.history[2]["lr"])
+    assert resumed.last_checkpoint is not None and len(resumed.last_checkpoint["history"]) == 3
+
+
+class _StopAfter:
+    """A reporter that interrupts training after ``n`` epochs (like a killed worker)."""
+
+    def __init__(self, inner: LocalReporter, n: int) -> None:
+        self.inner, self.n = inner, n
+        self.rank, self.world_size = 0, 1
+
+    def report(self, metrics: dict, checkpoint: dict | None) -> None:
+        self.inner.report(metrics, checkpoint)
+        if metrics["epoch"] >= self.n:
+            raise KeyboardInterrupt
+
+    def load_checkpoint(self) -> None:
+        return None
+
+
+def test_fit_interrupted_by_reporter_keeps_last_checkpoint(task2_prepared: PreparedData) -> None:
+    rep = LocalReporter()
+    with pytest.raises(KeyboardInterrupt):
+        fit(_small("task2", **{"optim.epochs": 3}), task2_prepared, _StopAfter(rep, 1))
+    assert rep.last_checkpoint is not None and rep.last_checkpoint["epoch"] == 1
+
+
+def test_early_stopping_patience_and_start_epoch() -> None:
+    es = EarlyStopping(TrainConfig().early_stop.__class__(patience=2, start_epoch=4))
+    values = [0.5, 0.6, 0.55, 0.55, 0.55, 0.55]
+    stops = []
+    for epoch, v in enumerate(values):
+        es.update(epoch, {"val_f1": v, "val_acc": v, "val_loss": 1 - v})
+        stops.append(es.should_stop(epoch))
+    # bad epochs reach 2 at epoch index 3, but no stop before epoch 4 (1-based)
+    assert stops == [False, False, False, True, True, True]
+    assert es.best_epoch == 1
+
+
+def test_early_stopping_seed_rule_f1_window() -> None:
+    cfg = TrainConfig().early_stop.__class__(f1_window=5, f1_tol=0.02)
+    es = EarlyStopping(cfg)
+    for epoch, v in enumerate([0.3, 0.5, 0.70, 0.705, 0.70, 0.71, 0.705]):
+        es.update(epoch, {"val_f1": v, "val_acc": v, "val_loss": 1 - v})
+    assert es.should_stop(6)  # the last five moved < 2 %
+    es2 = EarlyStopping(cfg)
+    for epoch, v in enumerate([0.3, 0.5, 0.6, 0.65, 0.7]):
+        es2.update(epoch, {"val_f1": v, "val_acc": v, "val_loss": 1 - v})
+    assert not es2.should_stop(4)
+
+
+def test_fit_stops_early_and_restores_best(task2_prepared: PreparedData) -> None:
+    # lr so small nothing improves after epoch 1: patience 1 stops at epoch 2
+    cfg = _small(
+        "task2",
+        **{"optim.epochs": 5, "optim.lr": 1e-9, "early_stop.patience": 1, "early_stop.min_delta": 0.5},
+    )
+    rep = LocalReporter()
+    result = fit(cfg, task2_prepared, rep)
+    assert result.stopped_early and len(rep.history) == 2
+    assert rep.history[-1]["early_stopped"] is True
+    assert result.best_epoch == 1
+    best = rep.last_checkpoint["best_model"]  # type: ignore[index]
+    for k, v in result.model.state_dict().items():
+        assert torch.equal(v.cpu(), best[k])
+
+
+@pytest.mark.parametrize("scheduler", ["step", "cosine", "plateau", "none"])
+def test_schedulers_change_lr_as_configured(task2_prepared: PreparedData, scheduler: str) -> None:
+    cfg = _small(
+        "task2",
+        **{"optim.epochs": 3, "optim.scheduler": scheduler, "optim.step_size": 1, "optim.step_gamma": 0.5,
+           "optim.plateau_patience": 0, "optim.plateau_factor": 0.5, "optim.lr": 1e-3},
+    )
+    rep = LocalReporter()
+    fit(cfg, task2_prepared, rep)
+    lrs = [m["lr"] for m in rep.history]
+    if scheduler == "step":
+        assert lrs == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    elif scheduler == "cosine":
+        assert lrs[0] == pytest.approx(1e-3) and lrs[1] < lrs[0] and lrs[2] < lrs[1]
+    elif scheduler == "none":
+        assert lrs == pytest.approx([1e-3] * 3)
+    else:
+        assert lrs[0] == pytest.approx(1e-3) and min(lrs) <= 1e-3
+
+
+def test_train_on_all_has_no_val_and_still_checkpoints(task2_data: Path) -> None:
+    cfg = _small("task2", **{"optim.epochs": 1})
+    data, _ = prepare_data(task2_data, cfg, train_on_all=True)
+    assert len(data.y_val) == 0
+    rep = LocalReporter()
+    result = fit(cfg, data, rep)
+    assert math.isnan(rep.history[0]["val_f1"]) and result.checkpoint is not None
+
+
+def test_channel_mismatch_is_a_clear_error(task2_prepared: PreparedData) -> None:
+    with pytest.raises(ConfigError, match="channels"):
+        fit(_small("task2", **{"data.rgba": "composite"}), task2_prepared, LocalReporter())
+
+
+def test_split_is_stratified_and_seeded(task2_data: Path) -> None:
+    a, _ = prepare_data(task2_data, _small("task2"))
+    b, _ = prepare_data(task2_data, _small("task2"))
+    assert np.array_equal(a.y_val, b.y_val)
+    assert set(np.unique(a.y_val)) == set(range(9))

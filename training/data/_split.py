@@ -1,0 +1,42 @@
+"""Train/validation split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from training.data._errors import DataError
+
+__all__ = ["stratified_split"]
+
+
+def stratified_split(
+    labels: Sequence[int] | np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted int64 index arrays ``(train_idx, val_idx)`` keeping every class's proportion."""
+    y = np.asarray(labels, dtype=np.int64)
+    if y.ndim != 1 or len(y) == 0:
+        raise DataError(f"stratified_split needs a non-empty 1-D label array, got shape {y.shape}")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if (y < 0).any():
+        raise DataError("stratified_split got unlabelled samples (label -1): split the train set")
+    classes, counts = np.unique(y, return_counts=True)
+    too_few = [int(c) for c, n in zip(classes, counts, strict=True) if n < 2]
+    if too_few:
+        raise DataError(
+            f"class index(es) {too_few} have a single image: a stratified split needs "
+            "at least 2 per class"
+        )
+    try:
+        train_idx, val_idx = train_test_split(
+            np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y
+        )
+    except ValueError as exc:  # e.g. fewer validation samples than classes
+        raise DataError(
+            f"cannot split {len(y)} images of {len(classes)} classes with "
+            f"val_fraction={val_fraction}: {exc}"
+        ) from None
+    return np.sort(train_idx).astype(np.int64), np.sort(val_idx).astype(np.int64)

@@ -1,0 +1,373 @@
+"""``fit``: epochs around the loop — phases, early stopping, checkpoints, reporting.
+
+``fit`` is the single training procedure behind ``poketune train``, every Tune trial (in
+process or through a ``TorchTrainer``), retraining and the benchmarks. Where metrics and
+checkpoints go is the :class:`Reporter`'s business, so the same code runs under Ray Train,
+under Ray Tune and with no Ray at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from training.checkpoint import save_checkpoint
+from training.config import ConfigError, TrainConfig
+from training.data import LoadReport, Preprocessing, load_split, stratified_split
+from training.data.augment import BatchAugment
+from training.early_stopping import EarlyStopping
+from training.loop import ArrayLoader, autocast_for, evaluate, train_one_epoch
+from training.losses import build_criterion, build_sampler
+from training.models import build_model, regularization, set_freeze_depth
+from training.optim import Scheduler, build_optimizer, build_scheduler
+
+__all__ = [
+    "FitResult",
+    "LocalReporter",
+    "PreparedData",
+    "Reporter",
+    "build_model_for",
+    "fit",
+    "prepare_data",
+]
+
+
+@dataclass
+class PreparedData:
+    """A decoded, split dataset ready for training: uint8 N×C×H×W arrays.
+
+    Plain numpy, so one ``ray.put`` shares it zero-copy with every trial of a sweep.
+    An empty validation set means "train on everything" (retraining).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    class_names: list[str]
+    preprocessing: dict[str, Any]
+    source_hash: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def prepare_data(
+    root: str | Path,
+    cfg: TrainConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    train_on_all: bool = False,
+) -> tuple[PreparedData, LoadReport]:
+    """Decode (or read from the cache) the training split and split it with ``cfg.seed``."""
+    images = load_split(root, cfg.data, "train", cache_dir=cache_dir)
+    x = np.ascontiguousarray(images.images.transpose(0, 3, 1, 2))
+    y = images.labels.astype(np.int64)
+    if train_on_all:
+        tr, va = np.arange(len(y)), np.arange(0)
+    else:
+        tr, va = stratified_split(y, cfg.data.val_fraction, cfg.seed)
+    data = PreparedData(
+        x_train=x[tr],
+        y_train=y[tr],
+        x_val=x[va],
+        y_val=y[va],
+        class_names=list(images.class_names),
+        preprocessing=images.preprocessing.to_dict(),
+        source_hash=images.source_hash,
+    )
+    return data, images.report
+
+
+class Reporter(Protocol):
+    """Where a worker's per-epoch metrics and checkpoints go (Ray Train, Ray Tune, local)."""
+
+    rank: int
+    world_size: int
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None: ...
+
+    def load_checkpoint(self) -> dict[str, Any] | None: ...
+
+
+@dataclass
+class LocalReporter:
+    """No Ray: keeps the metrics, writes the latest checkpoint to ``out_dir`` if given."""
+
+    out_dir: Path | None = None
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
+    resume_from: dict[str, Any] | None = None
+    rank: int = 0
+    world_size: int = 1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_checkpoint: dict[str, Any] | None = None
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        self.history.append(metrics)
+        if checkpoint is not None:
+            self.last_checkpoint = checkpoint
+            if self.out_dir is not None:
+                save_checkpoint(checkpoint, self.out_dir)
+        if self.on_epoch is not None:
+            self.on_epoch(metrics)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        return self.resume_from
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[dict[str, Any]]
+    best_epoch: int
+    stopped_early: bool
+    checkpoint: dict[str, Any] | None
+
+
+def build_model_for(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    return build_model(
+        cfg.model,
+        in_channels=cfg.in_channels,
+        num_classes=num_classes,
+        image_size=cfg.data.image_size,
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _state_on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class _Phases:
+    """Two-phase fine-tuning: head-only epochs, then unfreeze to ``model.freeze_depth``.
+
+    Owns the optimizer and scheduler because both are rebuilt when the phase changes (the
+    trainable parameter set and the learning rate change).
+    """
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.head_epochs = cfg.optim.head_epochs
+        self.optimizer: torch.optim.Optimizer
+        self.scheduler: Scheduler
+        self.current: str | None = None
+
+    def phase_of(self, epoch: int) -> str:
+        return "head" if epoch < self.head_epochs else "finetune"
+
+    def enter(self, epoch: int) -> bool:
+        """Set up the phase for ``epoch``; True when this changed the trainable layers."""
+        phase = self.phase_of(epoch)
+        if phase == self.current:
+            return False
+        depth = 0 if phase == "head" else self.cfg.model.freeze_depth
+        lr = self.cfg.optim.lr
+        if phase == "finetune" and self.head_epochs > 0 and self.cfg.optim.finetune_lr:
+            lr = self.cfg.optim.finetune_lr
+        set_freeze_depth(self.model, depth)
+        mode = "min" if self.cfg.early_stop.monitor == "val_loss" else "max"
+        self.optimizer = build_optimizer(self.model, self.cfg.optim, lr)
+        self.scheduler = build_scheduler(
+            self.optimizer, self.cfg.optim, self.cfg.optim.epochs - epoch, mode
+        )
+        self.current = phase
+        return True
+
+
+def _device() -> torch.device:
+    # Ray sets CUDA_VISIBLE_DEVICES per worker/trial, so "is a GPU visible" is "was one granted"
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def fit(
+    cfg: TrainConfig,
+    data: PreparedData,
+    reporter: Reporter | None = None,
+    *,
+    device: torch.device | None = None,
+) -> FitResult:
+    """Train ``cfg`` on ``data``, reporting metrics and a checkpoint dict every epoch.
+
+    Resumes from ``reporter.load_checkpoint()`` when it returns one: the next epoch is the
+    one after the checkpoint's, with optimizer, scheduler, early-stopping state and the
+    best weights restored.
+    """
+    reporter = reporter or LocalReporter()
+    device = device or _device()
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    _seed_everything(cfg.seed + reporter.rank)
+    prep = Preprocessing.from_dict(data.preprocessing)
+    if prep.channels != cfg.in_channels:
+        raise ConfigError(
+            f"data.rgba={cfg.data.rgba!r} needs {cfg.in_channels} channels but the data has "
+            f"{prep.channels}"
+        )
+
+    model = build_model_for(cfg, data.num_classes).to(device)
+    # channels_last speeds convolutions up on GPUs (tensor cores) and costs nothing for MLPs
+    channels_last = device.type == "cuda" and cfg.model.name != "mlp"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    phases = _Phases(cfg, model)
+    has_val = len(data.y_val) > 0
+
+    start_epoch, history = 0, []
+    early = EarlyStopping(cfg.early_stop)
+    best_state: dict[str, torch.Tensor] | None = None
+    _, needs_scaler = autocast_for(device, cfg.optim.amp)
+    scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
+
+    resume = reporter.load_checkpoint()
+    if resume is not None:
+        start_epoch = int(resume["epoch"])
+        model.load_state_dict(resume["model"])
+        phases.enter(max(start_epoch - 1, 0))
+        phases.optimizer.load_state_dict(resume["optimizer"])
+        phases.scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        early.load_state_dict(resume["early_stop"])
+        best_state = resume.get("best_model")
+        history = list(resume["history"])
+
+    # Data stays in host memory on CPU; on a GPU a small set moves there once
+    on_device = device.type == "cuda" and data.x_train.nbytes < 2 * 1024**3
+    store = device if on_device else torch.device("cpu")
+    x_train = torch.as_tensor(data.x_train).to(store)
+    y_train = torch.as_tensor(data.y_train).to(store)
+    if device.type == "cuda" and not on_device:
+        x_train = x_train.pin_memory()
+    x_val = torch.as_tensor(data.x_val).to(store)
+    y_val = torch.as_tensor(data.y_val)
+
+    class_counts = np.bincount(data.y_train, minlength=data.num_classes)
+    criterion = build_criterion(cfg.loss, class_counts, cfg.optim.label_smoothing).to(device)
+    sampler = build_sampler(cfg.loss, data.y_train, cfg.seed)
+    if sampler is None:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sampler = torch.utils.data.RandomSampler(range(len(y_train)), generator=gen)
+    # the sampler's generator advances once per epoch: replay it on resume for the same order
+    for _ in range(start_epoch):
+        list(sampler)
+    train_loader = ArrayLoader(
+        x_train, y_train, cfg.optim.batch_size, sampler, reporter.rank, reporter.world_size
+    )
+    val_loader = ArrayLoader(
+        x_val, y_val, cfg.eval_batch_size, None, reporter.rank, reporter.world_size
+    )
+    augment = BatchAugment(cfg.augment, data.num_classes)
+    extra_loss = functools.partial(regularization, model)
+    distributed = reporter.world_size > 1 and dist.is_available() and dist.is_initialized()
+    ddp: nn.Module = model
+
+    stopped_early = False
+    epoch = start_epoch
+    checkpoint: dict[str, Any] | None = None
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        if phases.enter(epoch) or (distributed and ddp is model):
+            # DDP records which parameters need grad when it wraps: re-wrap on phase changes
+            if distributed:
+                ddp = DistributedDataParallel(
+                    model, device_ids=[device.index] if device.type == "cuda" else None
+                )
+        t0 = time.perf_counter()
+        train_metrics = train_one_epoch(
+            ddp,
+            train_loader,
+            criterion,
+            phases.optimizer,
+            device,
+            prep,
+            augment=augment if augment.enabled else None,
+            amp=cfg.optim.amp,
+            scaler=scaler,
+            regularization=extra_loss,
+            channels_last=channels_last,
+        )
+        train_time = time.perf_counter() - t0
+        if has_val:
+            result = evaluate(
+                model,
+                val_loader,
+                device,
+                prep,
+                num_classes=data.num_classes,
+                amp=cfg.optim.amp,
+                channels_last=channels_last,
+            )
+            val = result.metrics()
+        else:
+            val = {"val_loss": math.nan, "val_f1": math.nan, "val_acc": math.nan}
+        lr = phases.optimizer.param_groups[0]["lr"]
+        monitored = val[cfg.early_stop.monitor] if has_val else train_metrics["train_loss"]
+        phases.scheduler.step(monitored)
+        improved = early.update(epoch, val) if has_val else True
+        if improved:
+            best_state = _state_on_cpu(model)
+        stop = has_val and early.should_stop(epoch)
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": train_metrics["train_loss"],
+            **val,
+            "lr": lr,
+            "epoch_time_s": time.perf_counter() - t0,
+            "train_images_per_s": train_metrics["train_images"] * reporter.world_size / train_time,
+            "best_val_f1": max([h["val_f1"] for h in history] + [val["val_f1"]]),
+            "phase": phases.current or "finetune",
+            "early_stopped": bool(stop),
+        }
+        history.append(metrics)
+        checkpoint = None
+        if reporter.rank == 0:  # one copy is enough: every rank holds the same weights
+            checkpoint = {
+                "model": _state_on_cpu(model),
+                "best_model": best_state,
+                "optimizer": phases.optimizer.state_dict(),
+                "scheduler": phases.scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "epoch": epoch + 1,
+                "best_epoch": (early.best_epoch if has_val else epoch) + 1,
+                "config": cfg.to_flat(),
+                "class_names": list(data.class_names),
+                "preprocessing": dict(data.preprocessing),
+                "history": copy.deepcopy(history),
+                "early_stop": early.state_dict(),
+                "source_hash": data.source_hash,
+            }
+        reporter.report(metrics, checkpoint)
+        if stop:
+            stopped_early = True
+            break
+
+    if cfg.early_stop.restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(
+        model=model,
+        history=history,
+        best_epoch=(early.best_epoch if has_val else epoch) + 1,
+        stopped_early=stopped_early,
+        checkpoint=checkpoint,
+    )

@@ -1,0 +1,137 @@
+"""Ray adapters around :func:`training.engine.fit`.
+
+They only wire objects: the Tune/Train config dict becomes a :class:`TrainConfig` here, the
+dataset comes out of the object store, and a :class:`RayReporter` turns the checkpoint dict
+into a Ray ``Checkpoint``. The same ``fit`` runs in both places:
+
+* ``train_loop_per_worker`` — each worker of a ``TorchTrainer`` (data-parallel, gloo/NCCL);
+* ``tune_trial`` — inside a Tune trial process (single worker, no TorchTrainer start-up cost).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.tune
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.engine import PreparedData, fit
+
+__all__ = [
+    "RayReporter",
+    "format_epoch",
+    "run_torch_trainer",
+    "train_loop_per_worker",
+    "tune_trial",
+]
+
+
+def format_epoch(m: dict[str, Any]) -> str:
+    return (
+        f"epoch {m['epoch']:>3}  train_loss {m['train_loss']:.4f}  val_loss {m['val_loss']:.4f}  "
+        f"val_f1 {m['val_f1']:.4f}  val_acc {m['val_acc']:.4f}  lr {m['lr']:.2e}  "
+        f"{m['epoch_time_s']:.1f}s"
+    )
+
+
+@dataclass
+class RayReporter:
+    """Reports through ``ray.train`` (TorchTrainer workers) or ``ray.tune`` (Tune trials)."""
+
+    report_fn: Callable[..., None]
+    get_checkpoint_fn: Callable[[], Checkpoint | None]
+    rank: int = 0
+    world_size: int = 1
+    echo: bool = False
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        if self.echo and self.rank == 0:
+            print(format_epoch(metrics), flush=True)
+        if checkpoint is None:
+            self.report_fn(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(checkpoint, tmp)
+            self.report_fn(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        ckpt = self.get_checkpoint_fn()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return load_checkpoint(Path(d))
+
+
+def _resolve(data: Any) -> PreparedData:
+    return ray.get(data) if isinstance(data, ray.ObjectRef) else data
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """TorchTrainer entry: ``config = {"train": flat TrainConfig dict, "data": ObjectRef}``."""
+    cfg = TrainConfig.from_flat(config["train"])
+    ctx = ray.train.get_context()
+    reporter = RayReporter(
+        ray.train.report,
+        ray.train.get_checkpoint,
+        rank=ctx.get_world_rank(),
+        world_size=ctx.get_world_size(),
+        echo=bool(config.get("echo", False)),
+    )
+    fit(cfg, _resolve(config["data"]), reporter, device=ray.train.torch.get_device())
+
+
+def tune_trial(config: dict[str, Any], data: Any) -> None:
+    """Tune function trainable for single-worker trials: the loop runs in the trial itself."""
+    cfg = TrainConfig.from_flat(config)
+    fit(cfg, _resolve(data), RayReporter(ray.tune.report, ray.tune.get_checkpoint))
+
+
+def run_torch_trainer(
+    cfg: TrainConfig,
+    data: PreparedData | ray.ObjectRef,
+    *,
+    storage_path: str,
+    name: str,
+    workers: int = 1,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float | None = None,
+    max_failures: int = 0,
+    callbacks: list[Any] | None = None,
+    echo: bool = True,
+) -> ray.train.Result:
+    """Run ``fit`` on ``workers`` data-parallel Ray Train workers and return the Result.
+
+    Re-running with the same ``storage_path``/``name`` resumes from the run's latest
+    checkpoint (Train V2 restores a run by its name), which is what makes Tune trials that
+    drive a TorchTrainer resumable.
+    """
+    if not isinstance(data, ray.ObjectRef):
+        data = ray.put(data)
+    resources: dict[str, float] = {"CPU": cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = gpus_per_worker if gpus_per_worker is not None else 1.0
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": cfg.to_flat(), "data": data, "echo": echo},
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=max_failures),
+            callbacks=callbacks,
+        ),
+    )
+    return trainer.fit()

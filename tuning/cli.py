@@ -1,0 +1,73 @@
+"""``poketune``: parse arguments, build a config, call one function.
+
+Each subcommand lives in ``tuning/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; this file only collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: subcommand → (module under tuning.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "make-data": ("make_data", "generate a synthetic Kaggle-layout dataset (task1|task2|task3)"),
+    "train": ("train", "train one config through Ray Train's TorchTrainer"),
+    "tune": ("tune", "run a Ray Tune sweep (Optuna TPE + ASHA) from a YAML search space"),
+    "results": ("results", "query a sweep's trials as a table / CSV / Parquet / JSON"),
+    "export": ("export", "export a sweep's trials to MLflow"),
+    "retrain": ("retrain", "retrain the best trial's config on train+val and register it"),
+    "submit": ("submit", "predict the test images and write a validated submission CSV"),
+    "score": ("score", "score a submission against known labels"),
+    "compare": ("compare", "compare runs side by side (per-class report, curves)"),
+    "bench": ("bench", "run the benchmarks in bench/"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poketune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"tuning.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tuning.commands.{module}":
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-v", "--verbose", action="store_true", help="full Ray/MLflow logging")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(message)s",
+    )
+    logging.getLogger("poketune").setLevel(logging.INFO)
+    if not args.verbose:
+        # Ray and MLflow are chatty by default; -v brings everything back
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; a sweep can be continued with --resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"poketune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

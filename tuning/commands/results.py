@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from tuning import results
+from tuning.commands._common import add_storage
+
+FORMATS = ("table", "csv", "parquet", "json")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="sweep name")
+    add_storage(p)
+    p.add_argument("--top", type=int, help="first K rows")
+    p.add_argument("--sort", help="sort by this column (descending; prefix with + for ascending)")
+    p.add_argument("--where", help="pandas query, e.g. \"status == 'completed' and best_val_f1 > 0.5\"")
+    p.add_argument("--history", action="store_true", help="one row per trial epoch")
+    p.add_argument("--importance", action="store_true", help="Optuna parameter importance")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--out", help="write to this file instead of stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.importance:
+        frame = results.param_importance(args.name, args.storage)
+    else:
+        frame = (results.load_history if args.history else results.load)(args.name, args.storage)
+        sort, ascending = args.sort, False
+        if sort and sort.startswith("+"):
+            sort, ascending = sort[1:], True
+        frame = results.filter_frame(frame, where=args.where, sort=sort, top=args.top, ascending=ascending)
+    write(frame, args.format, args.out)
+    return 0
+
+
+def write(frame: pd.DataFrame, fmt: str, out: str | None) -> None:
+    if fmt == "parquet":
+        if not out:
+            raise ValueError("--format parquet needs --out FILE")
+        frame.to_parquet(out, index=False)
+        return
+    if fmt == "csv":
+        text = frame.to_csv(index=False)
+    elif fmt == "json":
+        text = frame.to_json(orient="records", indent=2)
+    else:
+        show = frame.drop(columns=[c for c in ("trial_dir", "checkpoint") if c in frame.columns])
+        with pd.option_context("display.max_columns", None, "display.width", 200):
+            text = show.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n"
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)

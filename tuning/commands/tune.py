@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import argparse
+
+from tuning.commands._common import add_storage, overrides
+from tuning.sweep import SweepOptions, run_sweep
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="YAML search space (see search_spaces/README.md)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--samples", type=int, required=True, help="number of trials")
+    p.add_argument("--name", help="sweep name (default SPACE-TIME)")
+    add_storage(p)
+    p.add_argument("--max-concurrent", type=int, help="default: what the cluster's resources allow")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per training worker")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per training worker; fractions pack trials on a GPU")
+    p.add_argument("--workers-per-trial", type=int, default=1, help=">1: data-parallel TorchTrainer per trial")
+    p.add_argument("--time-budget-s", type=float, help="stop starting/continuing trials after this long")
+    p.add_argument("--seed", type=int, default=0, help="seeds Optuna's TPE sampler and the trials")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this --name")
+    p.add_argument("--max-failures", type=int, default=2, help="retries per trial after a worker/node dies")
+    p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a fixed config key for every trial")
+    p.add_argument("--mlflow-uri", help="export the sweep to this MLflow tracking URI when it ends")
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = SweepOptions(
+        space=args.space, data=args.data, samples=args.samples, name=args.name,
+        storage=args.storage, max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        workers_per_trial=args.workers_per_trial, time_budget_s=args.time_budget_s,
+        seed=args.seed, resume=args.resume, verbose=args.verbose, address=args.address,
+        max_failures=args.max_failures, overrides=overrides(args.set),
+    )
+    result = run_sweep(opts)
+    print(f"\nsweep {result.name}: {result.path}  ({result.wall_time_s:.0f}s)")
+    if result.best_trial_id is None:
+        print("no trial reported a result")
+        return 1
+    print(f"best trial {result.best_trial_id}: val_f1 {result.best_val_f1:.4f}")
+    for key, value in result.best_config.items():
+        print(f"  {key} = {value}")
+    print(f"checkpoint: {result.best_checkpoint}")
+    print(f"next: poketune results {result.name} --storage {opts.storage}")
+    if args.mlflow_uri:
+        from tuning.export import export_sweep
+
+        export_sweep(result.name, args.storage, args.mlflow_uri)
+    return 0

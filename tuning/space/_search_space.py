@@ -1,0 +1,141 @@
+"""A loaded, validated search space: what Optuna samples and how it becomes a TrainConfig."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from training.config import TrainConfig
+from training.tasks import preset_config
+from tuning.space._param import Param
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["SearchSpace"]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space (build it with :func:`tuning.space.load_space`).
+
+    ``params`` is in dependency order: a conditional parameter comes after every
+    parameter its ``when`` tests, so suggesting in dict order is always possible.
+    ``fixed`` holds the fixed values from both ``fixed:`` and bare values under ``params:``.
+    """
+
+    path: Path | None
+    task: str
+    metric: str
+    mode: str
+    max_epochs: int
+    grace_period: int
+    reduction_factor: int | float
+    fixed: dict[str, Any]
+    params: dict[str, Param]
+
+    # ------------------------------------------------------------------ sampling
+    def is_active(self, param: Param, values: dict[str, Any]) -> bool:
+        """Whether ``param`` exists given the (decoded) values chosen so far.
+
+        A parameter whose condition tests an inactive parameter is inactive too.
+        """
+        for parent, allowed in param.when.items():
+            value = self.fixed[parent] if parent in self.fixed else values.get(parent, _ABSENT)
+            if value is _ABSENT or value not in allowed:
+                return False
+        return True
+
+    def active_values(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The searched parameters a trial's full ``config`` really had (conditionals whose
+        condition failed are left out), decoded."""
+        values = self.decode({k: v for k, v in config.items() if k in self.params})
+        return {
+            name: values[name]
+            for name, param in self.params.items()
+            if name in values and self.is_active(param, values)
+        }
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """Ask ``trial`` for every active parameter; returns the decoded sampled values only.
+
+        Conditional parameters whose condition does not hold are never suggested, so
+        Optuna's trial only records parameters that exist.
+        """
+        values: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if self.is_active(param, values):
+                values[name] = param.suggest(trial)
+        return values
+
+    def define_by_run(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """The define-by-run function for Ray Tune's ``OptunaSearch(space=...)``.
+
+        Ray records each ``suggest_*`` result under its name, then merges this function's
+        return value (a dict of constants) over them. So the return value is the trial's
+        *whole* flat config — :meth:`base_config` plus the decoded sampled values — and the
+        decoded value of a list choice replaces Optuna's string label in Ray's config.
+        ``TrainConfig.from_flat`` of Ray's config therefore equals :meth:`trial_config`.
+        """
+        return {**self.base_config(), **self.suggest(trial)}
+
+    # ------------------------------------------------------------------ configs
+    def base_config(self, extra_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The flat dotted config every trial shares: the full preset with the fixed values,
+        ``optim.epochs = max_epochs`` and ``extra_overrides`` (e.g. CLI ``--set``) applied.
+
+        It spells out every key (not only the overrides) so a stored trial config still
+        means the same thing after a preset changes.
+        """
+        overrides = {**self._shared(), **(extra_overrides or {})}
+        return preset_config(self.task, overrides).to_flat()
+
+    def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
+        """The TrainConfig of a trial from its sampled values (labels or decoded values;
+        a whole :meth:`define_by_run` result works too)."""
+        return preset_config(self.task, {**self._shared(), **self.decode(sampled)})
+
+    def decode(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """Optuna labels → config values (``"[256,128]"`` → ``[256, 128]``); other keys pass."""
+        return {
+            key: self.params[key].decode(value) if key in self.params else value
+            for key, value in sampled.items()
+        }
+
+    def _shared(self) -> dict[str, Any]:
+        return {**copy.deepcopy(self.fixed), "optim.epochs": self.max_epochs}
+
+    # ------------------------------------------------------------------ storing
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML document form; ``parse_space(space.to_dict())`` rebuilds the space.
+
+        Fixed values written as bare values under ``params`` come back under ``fixed``.
+        """
+        return {
+            "task": self.task,
+            "metric": self.metric,
+            "mode": self.mode,
+            "asha": {
+                "max_epochs": self.max_epochs,
+                "grace_period": self.grace_period,
+                "reduction_factor": self.reduction_factor,
+            },
+            "fixed": copy.deepcopy(self.fixed),
+            "params": {name: p.to_dict() for name, p in self.params.items()},
+        }
+
+    def to_yaml(self) -> str:
+        header = f"# search space loaded from {self.path}\n" if self.path else ""
+        return header + yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()

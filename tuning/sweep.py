@@ -1,0 +1,321 @@
+"""A Ray Tune sweep: Optuna TPE proposes, ASHA prunes, ``training.engine.fit`` trains.
+
+The dataset is decoded once here, in the driver, and shared with every trial through one
+``ray.put``. Single-worker trials run ``fit`` inside the trial process (no TorchTrainer start-up
+per trial); ``workers_per_trial > 1`` trials drive a data-parallel ``TorchTrainer`` whose
+reports reach Tune through ``TuneReportCallback``. Both run the same ``fit``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from optuna.samplers import TPESampler
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from training.config import ConfigError, TrainConfig
+from training.engine import prepare_data
+from tuning._progress import ProgressPrinter
+from tuning.space import SearchSpace, load_space
+from tuning.storage import SWEEP_META, SWEEP_SPACE, resolve_storage, sweep_uri, write_text
+
+__all__ = ["SweepOptions", "SweepResult", "default_storage", "init_ray", "run_sweep"]
+
+log = logging.getLogger("poketune")
+
+#: decode-time data keys: trials share one decoded dataset, so these cannot vary per trial
+_SHARED_DATA_KEYS = ("data.image_size", "data.crop", "data.rgba", "data.background", "data.layout")
+
+
+def default_storage() -> str:
+    return str(Path("poketune_runs").resolve())
+
+
+@dataclass
+class SweepOptions:
+    space: str
+    data: str
+    samples: int
+    name: str | None = None
+    storage: str = field(default_factory=default_storage)
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    time_budget_s: float | None = None
+    seed: int = 0
+    resume: bool = False
+    verbose: bool = False
+    address: str | None = None
+    max_failures: int = 2
+    cache_dir: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepResult:
+    name: str
+    path: str
+    best_trial_id: str | None
+    best_config: dict[str, Any]
+    best_val_f1: float | None
+    best_checkpoint: str | None
+    wall_time_s: float
+
+
+def init_ray(address: str | None, *, verbose: bool = False, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (``auto``, ``ray://host:10001``) or start a local Ray."""
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {
+        "logging_level": logging.INFO if verbose else logging.WARNING,
+        "log_to_driver": verbose,
+    }
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["include_dashboard"] = False
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
+
+
+def _check_space(space: SearchSpace) -> None:
+    for key in space.params:
+        if key in _SHARED_DATA_KEYS:
+            raise ConfigError(
+                f"{space.path}: params.{key} cannot be searched: every trial of a sweep shares "
+                f"one decoded dataset; fix it under 'fixed' ({', '.join(_SHARED_DATA_KEYS)})"
+            )
+
+
+class _Sampler:
+    """OptunaSearch's define-by-run function: the space's params plus sweep-level constants."""
+
+    def __init__(self, space: SearchSpace, constants: dict[str, Any]) -> None:
+        self.space = space
+        self.constants = constants
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        return {**self.space.define_by_run(trial), **self.constants}
+
+
+def _trial_config(space: SearchSpace, config: dict[str, Any]) -> TrainConfig:
+    consts = {k: v for k, v in config.items() if k in ("seed", "num_threads")}
+    sampled = {k: v for k, v in config.items() if k not in consts}
+    cfg = space.trial_config(sampled)
+    return cfg.replace(**consts) if consts else cfg
+
+
+def _single_worker_trial(config: dict[str, Any], *, space: SearchSpace, data: Any) -> None:
+    from training.ray_worker import RayReporter
+    from training.engine import fit
+
+    cfg = _trial_config(space, config)
+    fit(cfg, ray.get(data[0]), RayReporter(tune.report, tune.get_checkpoint))
+
+
+def _torch_trainer_trial(
+    config: dict[str, Any],
+    *,
+    space: SearchSpace,
+    data: Any,
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    storage: str,
+    sweep_name: str,
+) -> None:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from training.ray_worker import run_torch_trainer
+
+    cfg = _trial_config(space, config)
+    trial_id = tune.get_context().get_trial_id()
+    # a stable run name per trial: a retried trial's TorchTrainer resumes that run's checkpoint
+    run_torch_trainer(
+        cfg,
+        data[0],
+        storage_path=f"{storage.rstrip('/')}/{sweep_name}/train_runs",
+        name=trial_id,
+        workers=workers,
+        use_gpu=gpus_per_worker > 0,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker or None,
+        max_failures=0,
+        callbacks=[TuneReportCallback()],
+        echo=False,
+    )
+
+
+def _default_concurrency(per_trial_cpu: float, per_trial_gpu: float) -> int:
+    res = ray.cluster_resources()
+    limits = [int(res.get("CPU", 1) // per_trial_cpu)] if per_trial_cpu > 0 else []
+    if per_trial_gpu > 0:
+        limits.append(int(res.get("GPU", 0) // per_trial_gpu))
+    return max(1, min(limits) if limits else 1)
+
+
+def run_sweep(opts: SweepOptions) -> SweepResult:
+    """Run (or, with ``opts.resume``, continue) a sweep and return its best trial."""
+    t0 = _dt.datetime.now()
+    space = load_space(opts.space)
+    _check_space(space)
+    name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
+    storage = resolve_storage(opts.storage)
+    base_cfg = space.trial_config({}).replace(**opts.overrides) if opts.overrides else (
+        space.trial_config({})
+    )
+    data, report = prepare_data(opts.data, base_cfg, cache_dir=opts.cache_dir)
+    log.info(
+        "data: %d train / %d val images, %d classes (%s)",
+        len(data.y_train),
+        len(data.y_val),
+        data.num_classes,
+        "cache hit" if report.from_cache else f"decoded {report.decoded}",
+    )
+    init_ray(opts.address, verbose=opts.verbose)
+    data_ref = [ray.put(data)]  # wrapped in a list so Tune passes the ref, not a copy per trial
+
+    workers = max(1, opts.workers_per_trial)
+    constants: dict[str, Any] = {"seed": opts.seed}
+    if workers == 1:
+        # threads follow the CPUs the trial reserved: no oversubscription when trials share a node
+        constants["num_threads"] = max(1, math.floor(opts.cpus_per_trial))
+        trainable: Any = tune.with_resources(
+            functools.partial(_single_worker_trial, space=space, data=data_ref),
+            {"CPU": opts.cpus_per_trial, "GPU": opts.gpus_per_trial},
+        )
+        per_cpu, per_gpu = opts.cpus_per_trial, opts.gpus_per_trial
+    else:
+        constants["num_threads"] = max(1, math.floor(opts.cpus_per_trial))
+        # the trial only drives the TorchTrainer: it must hold (almost) no CPU itself or, on
+        # a small node, it and its own workers wait on each other forever
+        trainable = tune.with_resources(
+            functools.partial(
+                _torch_trainer_trial,
+                space=space,
+                data=data_ref,
+                workers=workers,
+                cpus_per_worker=opts.cpus_per_trial,
+                gpus_per_worker=opts.gpus_per_trial,
+                storage=storage,
+                sweep_name=name,
+            ),
+            {"CPU": 0.01},
+        )
+        per_cpu, per_gpu = opts.cpus_per_trial * workers, opts.gpus_per_trial * workers
+    for key in constants:
+        if key in space.params:
+            raise ConfigError(f"{space.path}: params.{key} is set by the sweep itself")
+
+    path = sweep_uri(storage, name)
+    progress = ProgressPrinter(space=space, samples=opts.samples, max_epochs=space.max_epochs)
+    if opts.resume:
+        if not tune.Tuner.can_restore(path):
+            raise FileNotFoundError(f"no sweep to resume at {path}")
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        if tune.Tuner.can_restore(path):
+            raise FileExistsError(
+                f"a sweep named {name!r} already exists at {path}; pass --resume to continue "
+                f"it or choose another --name"
+            )
+        write_text(f"{path}/{SWEEP_SPACE}", Path(opts.space).read_text())
+        meta = {
+            "name": name,
+            "space_file": str(Path(opts.space).resolve()),
+            "data": str(Path(opts.data).resolve()),
+            "data_hash": data.source_hash,
+            "class_names": data.class_names,
+            "task": space.task,
+            "metric": space.metric,
+            "mode": space.mode,
+            "max_epochs": space.max_epochs,
+            "options": {k: v for k, v in asdict(opts).items() if k != "overrides"},
+            "overrides": opts.overrides,
+            "created": t0.isoformat(timespec="seconds"),
+        }
+        write_text(f"{path}/{SWEEP_META}", json.dumps(meta, indent=2, default=str))
+        searcher = OptunaSearch(
+            space=_Sampler(space, constants),
+            metric=space.metric,
+            mode=space.mode,
+            sampler=TPESampler(seed=opts.seed, n_startup_trials=max(3, min(10, opts.samples // 3))),
+        )
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=space.max_epochs,
+            grace_period=space.grace_period,
+            reduction_factor=space.reduction_factor,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=space.metric,
+                mode=space.mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=opts.samples,
+                max_concurrent_trials=opts.max_concurrent
+                or _default_concurrency(per_cpu, per_gpu),
+                time_budget_s=opts.time_budget_s,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                callbacks=[progress],
+                verbose=1 if opts.verbose else 0,
+            ),
+        )
+    grid = tuner.fit()
+    wall = (_dt.datetime.now() - t0).total_seconds()
+    try:
+        best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
+    except RuntimeError:
+        return SweepResult(name, path, None, {}, None, None, wall)
+    best_ckpt = best.checkpoint.path if best.checkpoint else best.metrics.get("checkpoint_path")
+    return SweepResult(
+        name=name,
+        path=path,
+        best_trial_id=best.metrics.get("trial_id"),
+        best_config=space.active_values(best.config),
+        best_val_f1=_best_metric(best, space),
+        best_checkpoint=best_ckpt,
+        wall_time_s=wall,
+    )
+
+
+def _best_metric(best: Any, space: SearchSpace) -> float | None:
+    df = best.metrics_dataframe
+    if df is None or space.metric not in df:
+        return None
+    col = df[space.metric]
+    return float(col.max() if space.mode == "max" else col.min())
+
+
+def _trial_dirname(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def remove_sweep(storage: str, name: str) -> None:
+    """Delete a local sweep folder (tests and benchmarks)."""
+    shutil.rmtree(os.path.join(resolve_storage(storage), name), ignore_errors=True)
+
