@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ CONSTRAINTS = REPO / "constraints.txt"
 REMOTE_PROJECT = "~/poketune"
 REMOTE_CONSTRAINTS = f"{REMOTE_PROJECT}/constraints.txt"
 AUTH_TOKEN_PATH = "~/.ray/auth_token"
+#: what every node needs from the repo to install and run poketune: rsync must not drop these
+SHIPPED = ("pyproject.toml", "constraints.txt", "training", "tuning", "search_spaces")
 #: packages whose versions must be identical on every node and in this venv
 PINNED_EVERYWHERE = ("torch", "torchvision", "ray")
 
@@ -124,6 +127,35 @@ def apply_alternative(
     return merged
 
 
+def rsync_excludes(pattern: str, relpath: str) -> bool:
+    """Whether ``rsync --exclude PATTERN`` drops ``relpath`` (relative to the transfer root).
+
+    rsync(1), "PATTERN MATCHING RULES": a leading "/" anchors at the root; a pattern with "/"
+    or "**" is matched against the end of the full path; otherwise only against the last
+    component. fnmatch's "*" also crosses "/", so this errs towards "excluded".
+    """
+    pat = pattern.rstrip("/")
+    if pat.startswith("/"):
+        return fnmatchcase(relpath, pat[1:])
+    if "/" in pat or "**" in pat:
+        return fnmatchcase(relpath, pat) or fnmatchcase(relpath, "*/" + pat)
+    return fnmatchcase(relpath.rsplit("/", 1)[-1], pat)
+
+
+def shipped_paths() -> list[str]:
+    """Every path (files and the folders above them) that must reach the nodes."""
+    paths: set[str] = set()
+    for top in SHIPPED:
+        root = REPO / top
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        for f in files:
+            rel = f.relative_to(REPO)
+            if "__pycache__" in rel.parts:
+                continue
+            paths.update("/".join(rel.parts[: i + 1]) for i in range(len(rel.parts)))
+    return sorted(paths)
+
+
 def _start_commands(cfg: dict[str, Any], key: str) -> list[str]:
     return [c for c in cfg.get(key, []) if "ray start" in c]
 
@@ -134,6 +166,12 @@ def project_problems(cfg: dict[str, Any]) -> list[str]:
 
     if cfg.get("file_mounts", {}).get(REMOTE_PROJECT) != ".":
         problems.append(f"file_mounts must map {REMOTE_PROJECT} to '.' (the repo root)")
+
+    shipped = shipped_paths()
+    for pattern in cfg.get("rsync_exclude", []):
+        dropped = [p for p in shipped if rsync_excludes(pattern, p)]
+        if dropped:
+            problems.append(f"rsync_exclude {pattern!r} drops project files, e.g. {dropped[0]}")
 
     setup = cfg.get("setup_commands", [])
     pip_cmds = [
@@ -172,6 +210,8 @@ def project_problems(cfg: dict[str, Any]) -> list[str]:
             problems.append(f"`ray start` binds 0.0.0.0: {cmd!r}")
         if "RAY_AUTH_MODE=token" not in cmd:
             problems.append(f"`ray start` without RAY_AUTH_MODE=token: {cmd!r}")
+    if not any("export RAY_AUTH_MODE=token" in c and "~/.bashrc" in c for c in setup):
+        problems.append("setup_commands must export RAY_AUTH_MODE=token in ~/.bashrc")
     if not any("get-auth-token --generate" in c for c in cfg.get("head_setup_commands", [])):
         problems.append("head_setup_commands must create the token (ray get-auth-token --generate)")
     if AUTH_TOKEN_PATH not in cfg.get("cluster_synced_files", []):
@@ -358,6 +398,12 @@ def _set_head_start(c: dict[str, Any], old: str, new: str) -> None:
         (lambda c: c.__setitem__("cluster_synced_files", []), "cluster_synced_files must copy"),
         (
             lambda c: c.__setitem__(
+                "setup_commands", [s for s in c["setup_commands"] if "RAY_AUTH_MODE" not in s]
+            ),
+            "export RAY_AUTH_MODE=token",
+        ),
+        (
+            lambda c: c.__setitem__(
                 "setup_commands",
                 [s.replace(f" -c {REMOTE_CONSTRAINTS}", "") for s in c["setup_commands"]],
             ),
@@ -388,6 +434,12 @@ def _set_head_start(c: dict[str, Any], old: str, new: str) -> None:
             "different images",
         ),
         (lambda c: c["file_mounts"].__setitem__(REMOTE_PROJECT, "./training"), "file_mounts"),
+        (
+            lambda c: c["rsync_exclude"].append("data"),
+            "'data' drops project files, e.g. training/data",
+        ),
+        (lambda c: c["rsync_exclude"].append("**/data"), "'**/data' drops project files"),
+        (lambda c: c["rsync_exclude"].append("*.yaml"), "drops project files, e.g. search_spaces/"),
         (
             lambda c: c["provider"].__setitem__("cache_stopped_nodes", True),
             "cache_stopped_nodes",
@@ -448,6 +500,28 @@ def test_constraints_file_pins_exactly_what_this_venv_runs() -> None:
             f"{CONSTRAINTS} pins {name}=={pinned} but this venv runs {installed}: "
             "cluster nodes would run something the tests never saw"
         )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "excluded"),
+    [
+        ("/data", "data", True),
+        ("/data", "training/data", False),
+        ("data", "training/data", True),
+        ("__pycache__", "training/models/__pycache__", True),
+        ("**/data", "training/data", True),
+        ("/.venv", ".venv", True),
+        ("/.venv", "tuning/space/_yaml.py", False),
+    ],
+)
+def test_rsync_pattern_model(pattern: str, path: str, excluded: bool) -> None:
+    assert rsync_excludes(pattern, path) is excluded
+
+
+def test_shipped_paths_cover_the_packages() -> None:
+    paths = shipped_paths()
+    assert {"constraints.txt", "pyproject.toml", "training/data", "tuning"} <= set(paths)
+    assert not any("__pycache__" in p for p in paths)
 
 
 def test_parse_pins_flags_loose_specifiers() -> None:

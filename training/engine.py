@@ -287,12 +287,16 @@ def fit(
     epoch = start_epoch
     checkpoint: dict[str, Any] | None = None
     for epoch in range(start_epoch, cfg.optim.epochs):
-        if phases.enter(epoch) or (distributed and ddp is model):
+        entered = phases.enter(epoch)
+        if entered and epoch > 0 and phases.current == "finetune":
+            # fine-tuning gets its own patience, as a second Keras fit() would; the best value
+            # and weights carry over, so restore_best may still pick a head-phase epoch
+            early.bad_epochs = 0
+        if distributed and (entered or ddp is model):
             # DDP records which parameters need grad when it wraps: re-wrap on phase changes
-            if distributed:
-                ddp = DistributedDataParallel(
-                    model, device_ids=[device.index] if device.type == "cuda" else None
-                )
+            ddp = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         t0 = time.perf_counter()
         train_metrics = train_one_epoch(
             ddp,
@@ -327,7 +331,10 @@ def fit(
         improved = early.update(epoch, val) if has_val else True
         if improved:
             best_state = _state_on_cpu(model)
-        stop = has_val and early.should_stop(epoch)
+        # early stopping ends fine-tuning; it never cuts the head phase short (that would skip
+        # fine-tuning altogether) unless the whole run is head-only
+        in_head = phases.current == "head" and cfg.optim.head_epochs < cfg.optim.epochs
+        stop = has_val and not in_head and early.should_stop(epoch)
         metrics = {
             "epoch": epoch + 1,
             "train_loss": train_metrics["train_loss"],

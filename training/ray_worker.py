@@ -45,7 +45,10 @@ def format_epoch(m: dict[str, Any]) -> str:
 
 @dataclass
 class RayReporter:
-    """Reports through ``ray.train`` (TorchTrainer workers) or ``ray.tune`` (Tune trials)."""
+    """Reports through ``ray.train`` (TorchTrainer workers) or ``ray.tune`` (Tune trials).
+
+    Every reported metrics dict also carries ``node_id``, the Ray node that ran the epoch.
+    """
 
     report_fn: Callable[..., None]
     get_checkpoint_fn: Callable[[], Checkpoint | None]
@@ -56,6 +59,9 @@ class RayReporter:
     def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
         if self.echo and self.rank == 0:
             print(format_epoch(metrics), flush=True)
+        # which node ran each epoch: Tune's own node_ip is the same for every node of a host,
+        # and a trial retried after a node died continues on another node
+        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
         if checkpoint is None:
             self.report_fn(metrics)
             return

@@ -82,6 +82,9 @@ def run_training(
 
     t0 = _dt.datetime.now()
     out_dir = Path(out or Path("poketune_runs") / "train" / f"{cfg.task}-{t0:%Y%m%d-%H%M%S}").resolve()
+    if (out_dir / CHECKPOINT_FILE).exists():
+        # Ray Train would silently *continue* the old run under the same name
+        raise FileExistsError(f"{out_dir} already holds a trained model; choose another --out")
     data, report = prepare_data(data_dir, cfg, cache_dir=cache_dir)
     print(
         f"data: {len(data.y_train)} train / {len(data.y_val)} val images, "
@@ -109,7 +112,7 @@ def run_training(
         state = load_checkpoint(d)
     final = save_checkpoint(state, out_dir)
     return TrainOutcome(
-        checkpoint_path=final if final.name == CHECKPOINT_FILE else final,
+        checkpoint_path=final,
         history=list(state["history"]),
         report=validation_report(state, data) if len(data.y_val) else "",
         best_epoch=int(state["best_epoch"]),

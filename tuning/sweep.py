@@ -15,23 +15,33 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
-from optuna.samplers import TPESampler
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from training.config import ConfigError, TrainConfig
 from training.engine import prepare_data
+from training.registry import Registry
 from tuning._progress import ProgressPrinter
 from tuning.space import SearchSpace, load_space
 from tuning.storage import SWEEP_META, SWEEP_SPACE, resolve_storage, sweep_uri, write_text
 
-__all__ = ["SweepOptions", "SweepResult", "default_storage", "init_ray", "run_sweep"]
+__all__ = [
+    "SAMPLERS",
+    "SCHEDULERS",
+    "SweepOptions",
+    "SweepResult",
+    "default_storage",
+    "init_ray",
+    "run_sweep",
+]
 
 log = logging.getLogger("poketune")
 
@@ -41,6 +51,27 @@ _SHARED_DATA_KEYS = ("data.image_size", "data.crop", "data.rgba", "data.backgrou
 
 def default_storage() -> str:
     return str(Path("poketune_runs").resolve())
+
+
+#: Optuna samplers behind OptunaSearch, by name: (seed, samples) -> sampler.  "random" keeps
+#: the same define-by-run space (conditionals, list choices), which makes it the fair baseline
+SAMPLERS: Registry[Callable[[int, int], BaseSampler]] = Registry("search algorithm")
+SAMPLERS.register("tpe")(
+    lambda seed, samples: TPESampler(seed=seed, n_startup_trials=max(3, min(10, samples // 3)))
+)
+SAMPLERS.register("random")(lambda seed, samples: RandomSampler(seed=seed))
+
+#: trial schedulers, by name: space -> scheduler ("fifo" runs every trial to max_epochs)
+SCHEDULERS: Registry[Callable[[SearchSpace], TrialScheduler]] = Registry("scheduler")
+SCHEDULERS.register("asha")(
+    lambda space: ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=space.max_epochs,
+        grace_period=space.grace_period,
+        reduction_factor=space.reduction_factor,
+    )
+)
+SCHEDULERS.register("fifo")(lambda space: FIFOScheduler())
 
 
 @dataclass
@@ -62,6 +93,8 @@ class SweepOptions:
     max_failures: int = 2
     cache_dir: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    search: str = "tpe"  # a SAMPLERS name
+    scheduler: str = "asha"  # a SCHEDULERS name
 
 
 @dataclass
@@ -160,6 +193,30 @@ def _torch_trainer_trial(
     )
 
 
+def _concurrency(opts: SweepOptions, per_trial_cpu: float, per_trial_gpu: float) -> int | None:
+    if opts.max_concurrent:
+        return opts.max_concurrent
+    if opts.address:
+        # an autoscaling cluster may have no workers yet: let pending trials make it grow
+        return None
+    return _default_concurrency(per_trial_cpu, per_trial_gpu)
+
+
+def _check_fits(opts: SweepOptions, per_trial_cpu: float, per_trial_gpu: float) -> None:
+    """On a fixed-size (local) Ray, a trial bigger than the whole machine would wait forever."""
+    if opts.address:
+        return  # an autoscaler may add the nodes
+    res = ray.cluster_resources()
+    have_cpu, have_gpu = res.get("CPU", 0.0), res.get("GPU", 0.0)
+    if per_trial_cpu > have_cpu + 1e-9 or per_trial_gpu > have_gpu + 1e-9:
+        raise ConfigError(
+            f"one trial needs {per_trial_cpu:g} CPU / {per_trial_gpu:g} GPU "
+            f"(--workers-per-trial {opts.workers_per_trial} × --cpus-per-trial "
+            f"{opts.cpus_per_trial:g} / --gpus-per-trial {opts.gpus_per_trial:g}) but this Ray "
+            f"has {have_cpu:g} CPU / {have_gpu:g} GPU; lower them (fractions are fine)"
+        )
+
+
 def _default_concurrency(per_trial_cpu: float, per_trial_gpu: float) -> int:
     res = ray.cluster_resources()
     limits = [int(res.get("CPU", 1) // per_trial_cpu)] if per_trial_cpu > 0 else []
@@ -216,7 +273,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             ),
             {"CPU": 0.01},
         )
-        per_cpu, per_gpu = opts.cpus_per_trial * workers, opts.gpus_per_trial * workers
+        per_cpu, per_gpu = opts.cpus_per_trial * workers + 0.01, opts.gpus_per_trial * workers
+    _check_fits(opts, per_cpu, per_gpu)
     for key in constants:
         if key in space.params:
             raise ConfigError(f"{space.path}: params.{key} is set by the sweep itself")
@@ -255,14 +313,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             space=_Sampler(space, constants),
             metric=space.metric,
             mode=space.mode,
-            sampler=TPESampler(seed=opts.seed, n_startup_trials=max(3, min(10, opts.samples // 3))),
+            sampler=SAMPLERS.get(opts.search)(opts.seed, opts.samples),
         )
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=space.max_epochs,
-            grace_period=space.grace_period,
-            reduction_factor=space.reduction_factor,
-        )
+        scheduler = SCHEDULERS.get(opts.scheduler)(space)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -271,8 +324,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=opts.samples,
-                max_concurrent_trials=opts.max_concurrent
-                or _default_concurrency(per_cpu, per_gpu),
+                max_concurrent_trials=_concurrency(opts, per_cpu, per_gpu),
                 time_budget_s=opts.time_budget_s,
                 trial_dirname_creator=_trial_dirname,
             ),

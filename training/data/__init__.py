@@ -4,6 +4,7 @@ Images are decoded once per (files, decode parameters) into a uint8 N×H×W×C a
 ``.npy``; everything after that (split, augmentation, normalisation) works on tensors.
 """
 
+from training.data import cifar  # noqa: F401  (registers the cifar10 layout)
 from training.data._crop import silhouette_box
 from training.data._errors import DataError
 from training.data._imageset import ImageSet, LoadReport

@@ -55,7 +55,7 @@ def _writable(folder: Path) -> bool:
 def source_hash(
     root: Path,
     items: Sequence[SourceItem],
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     *,
     class_names: Sequence[str],
     split: str,
@@ -96,6 +96,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -130,8 +130,7 @@ def _class_names(cfg: DataConfig, listing: Listing, split: str) -> list[str]:
         if dupes:
             raise DataError(f"data.classes lists {dupes} more than once")
         return list(cfg.classes)
-    if split != "train":
-        return []  # unlabelled split: the caller passes the training class names
+    # an unlabelled test split finds none: the caller passes the training class names
     found = {it.label for it in listing.items if it.label is not None}
     return sorted(found | set(listing.classes_found))
 

@@ -33,6 +33,7 @@ from training.config import AugmentConfig
 
 __all__ = ["BatchAugment"]
 
+
 class BatchAugment:
     """``(x float N×C×H×W in [0, 1], y int64 N) -> (x, y)``; ``y`` becomes soft float targets
     N×num_classes when MixUp or CutMix is on.  Works on any device (uses ``x``'s).

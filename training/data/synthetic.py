@@ -104,8 +104,8 @@ def _polygon(
     return list(zip(xr.tolist(), yr.tolist(), strict=True))
 
 
-def _tint(style: _Style, rng: np.random.Generator) -> np.ndarray:
-    hue = ((style.hue + rng.normal(0, _HUE_NOISE)) % 360) / 360
+def _tint(style: _Style, rng: np.random.Generator, hue_noise: float = _HUE_NOISE) -> np.ndarray:
+    hue = ((style.hue + rng.normal(0, hue_noise)) % 360) / 360
     sat = float(np.clip(style.sat + rng.normal(0, 0.12), 0.05, 1.0))
     val = rng.uniform(0.6, 1.0)
     return np.array(colorsys.hsv_to_rgb(hue, sat, val)) * 255
@@ -169,7 +169,9 @@ def _render_textured(
     angle = rng.uniform(0, np.pi)
     period = rng.uniform(0.05, 0.25) * size
     wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
-    c1, c2 = rng.integers(40, 256, (2, 3)).astype(np.float32)
+    # muted texture colours (grey ± a tint): a busy background, yet the object's colour stays
+    # a cue, as it is for real photos of a subject
+    c1, c2 = (rng.uniform(50, 220, (2, 1)) + rng.uniform(-35, 35, (2, 3))).astype(np.float32)
     mix = (
         (wave[..., None] + 1) / 2
         if rng.random() < 0.6
@@ -177,14 +179,15 @@ def _render_textured(
     )
     pixels = c1 * mix + c2 * (1 - mix) + _noise(rng, 12, size)
 
-    r = size * rng.uniform(0.18, 0.34) * style.size
+    r = size * rng.uniform(0.22, 0.38) * style.size
     cx, cy = rng.uniform(0.3, 0.7, 2) * size
     shape = Image.new("L", (size, size), 0)
     ImageDraw.Draw(shape).polygon(_polygon(style, cx, cy, r, rng), fill=255)
     inside = np.asarray(shape) > 0
     # a simple left-to-right shading gives the object some depth
     shade = 0.75 + 0.5 * (xx - cx) / size
-    fill = _tint(style, rng).astype(np.float32) * shade[..., None] + _noise(rng, 10, size)
+    tint = _tint(style, rng, hue_noise=15.0).astype(np.float32)
+    fill = tint * shade[..., None] + _noise(rng, 10, size)
     pixels = np.where(inside[..., None], fill, pixels)
     img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
     return img, shape.getbbox()

@@ -1,0 +1,315 @@
+"""Is ASHA + TPE worth it?  Against random search without pruning, on generated task2 data,
+with the same number of trials and the same maximum epochs per trial: how many epochs (and
+how much training time) each needs until its best val_f1 comes within ``TOLERANCE`` of the
+best either found.  Target: ASHA + TPE needs <= 1/3 of random search's epochs.
+
+Both sweeps run their trials one after another (``max_concurrent=1``), so "epochs so far"
+follows the order trials really ran in and the same seed reproduces the same sweep; the
+two strategies of a seed run side by side in two driver processes on one Ray cluster (one
+core each).  Random search is Optuna's ``RandomSampler`` on the same define-by-run space
+with Tune's ``FIFOScheduler`` (every trial runs all epochs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench._common import BenchReport, Target, dataset, ray_session, write_space
+from training.data import load_split
+from training.tasks import preset_config
+
+__all__ = [
+    "STRATEGIES",
+    "TOLERANCE",
+    "Strategy",
+    "curve",
+    "epochs_to_target",
+    "main",
+    "plot",
+    "run",
+    "space_doc",
+]
+
+TOLERANCE = 0.01
+TARGET_RATIO = 1 / 3
+DOCS_PLOT = Path("docs/img/sweep_efficiency.png")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    label: str
+    search: str  # tuning.sweep.SAMPLERS name
+    scheduler: str  # tuning.sweep.SCHEDULERS name
+
+
+STRATEGIES = (
+    Strategy("asha+tpe", "tpe", "asha"),
+    Strategy("random", "random", "fifo"),
+)
+
+
+def space_doc(max_epochs: int) -> dict[str, Any]:
+    """A small CNN at 32 px with the knobs that decide whether it learns at all."""
+    return {
+        "task": "task2",
+        "asha": {"max_epochs": max_epochs, "grace_period": 1, "reduction_factor": 3},
+        "fixed": {"data.image_size": 32, "model.stages": 3},
+        "params": {
+            "optim.lr": {"loguniform": [1.0e-5, 1.0e-1]},
+            "optim.optimizer": {"choice": ["adam", "sgd"]},
+            "model.channels": {"choice": [4, 8, 16]},
+            "optim.batch_size": {"choice": [16, 32, 64]},
+            "model.dropout": {"uniform": [0.0, 0.5]},
+        },
+    }
+
+
+def _start_order(sweep_dir: Path) -> list[str]:
+    """Trial ids in the order they started: Tune writes params.json as a trial starts, and
+    OptunaSearch's trial ids are random, so the files' times are the order."""
+    starts = sorted(
+        (p.stat().st_mtime_ns, p.parent.name) for p in sweep_dir.glob("*/params.json")
+    )
+    return [name for _, name in starts]
+
+
+def curve(history: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Per epoch, in the order they ran: cumulative epochs, cumulative trial time and the
+    best val_f1 so far."""
+    rank = {tid: i for i, tid in enumerate(order)}
+    h = history.assign(_rank=history["trial_id"].map(rank).fillna(len(rank)))
+    h = h.sort_values(["_rank", "training_iteration"]).reset_index(drop=True)
+    # time_total_s is per trial and cumulative: its increments are each epoch's trial time
+    step_s = h.groupby("trial_id", sort=False)["time_total_s"].diff().fillna(h["time_total_s"])
+    return pd.DataFrame(
+        {
+            "trial_id": h["trial_id"],
+            "epochs": range(1, len(h) + 1),
+            "time_s": step_s.cumsum(),
+            "val_f1": h["val_f1"],
+            "best_so_far": h["val_f1"].cummax(),
+        }
+    )
+
+
+def epochs_to_target(c: pd.DataFrame, target: float) -> tuple[int | None, float | None]:
+    """(epochs, trial seconds) until the best-so-far first reaches ``target``; Nones if never."""
+    hit = c.index[c["best_so_far"] >= target]
+    if len(hit) == 0:
+        return None, None
+    row = c.loc[hit[0]]
+    return int(row["epochs"]), float(row["time_s"])
+
+
+def _one_sweep(
+    strategy: Strategy,
+    seed: int,
+    space: str,
+    data: str,
+    storage: str,
+    samples: int,
+    address: str,
+) -> dict[str, Any]:
+    """One sweep in its own driver process (a multiprocessing child) on the parent's Ray."""
+    import ray
+
+    from tuning.results import load_history
+    from tuning.sweep import SweepOptions, run_sweep
+
+    name = f"{strategy.label}-seed{seed}"
+    log = Path(storage) / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        result = run_sweep(
+            SweepOptions(
+                space=space,
+                data=data,
+                samples=samples,
+                name=name,
+                storage=storage,
+                max_concurrent=1,
+                cpus_per_trial=1,
+                seed=seed,
+                address=address,
+                max_failures=0,
+                search=strategy.search,
+                scheduler=strategy.scheduler,
+            )
+        )
+    ray.shutdown()  # disconnect this driver; the cluster belongs to the parent
+    history = load_history(name, storage)
+    return {
+        "history": history.to_dict("records"),
+        "order": _start_order(Path(result.path)),
+        "wall_s": result.wall_time_s,
+    }
+
+
+def _summarise(
+    seed: int, outcomes: dict[str, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, pd.DataFrame]]:
+    curves = {
+        label: curve(pd.DataFrame(o["history"]), o["order"]) for label, o in outcomes.items()
+    }
+    best = max(float(c["best_so_far"].max()) for c in curves.values())
+    target = best - TOLERANCE
+    rows = []
+    for label, c in curves.items():
+        epochs, secs = epochs_to_target(c, target)
+        rows.append(
+            {
+                "seed": seed,
+                "strategy": label,
+                "trials": c["trial_id"].nunique(),
+                "total_epochs": len(c),
+                "best_val_f1": float(c["best_so_far"].max()),
+                "target_f1": target,
+                "epochs_to_target": epochs,
+                "trial_s_to_target": secs,
+                "total_trial_s": float(c["time_s"].iloc[-1]),
+                "sweep_wall_s": outcomes[label]["wall_s"],
+            }
+        )
+    return rows, curves
+
+
+def _ratio(rows: list[dict[str, Any]]) -> float:
+    """ASHA+TPE epochs / random epochs to the target. Random never reaching it counts as all
+    its epochs (so the ratio is an upper bound); ASHA never reaching it is infinitely worse."""
+    by = {r["strategy"]: r for r in rows}
+    asha, rand = by["asha+tpe"], by["random"]
+    if asha["epochs_to_target"] is None:
+        return float("inf")
+    return asha["epochs_to_target"] / (rand["epochs_to_target"] or rand["total_epochs"])
+
+
+def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
+    """Best-so-far val_f1 against cumulative epochs: one line per (seed, strategy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    colors = {"asha+tpe": "tab:blue", "random": "tab:orange"}
+    seen: set[str] = set()
+    for (seed, label), c in sorted(curves.items()):
+        ax.step(
+            c["epochs"],
+            c["best_so_far"],
+            where="post",
+            color=colors.get(label, "gray"),
+            alpha=0.8,
+            linestyle=["-", "--", ":", "-."][seed % 4],
+            label=label if label not in seen else None,
+        )
+        seen.add(label)
+    ax.set_xlabel("epochs trained so far (all trials)")
+    ax.set_ylabel("best val_f1 so far")
+    ax.set_title("ASHA + TPE vs random search (line style = seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
+    import ray
+
+    t0 = time.perf_counter()
+    seeds, samples, max_epochs, scale = ([0], 4, 3, 0.05) if quick else ([0, 1, 2], 12, 9, 0.3)
+    out = Path(out)
+    root = dataset("task2", scale, out)
+    space_cfg = space_doc(max_epochs)
+    load_split(root, preset_config("task2", space_cfg["fixed"]).data)  # decode once, up front
+    rows: list[dict[str, Any]] = []
+    curves: dict[tuple[int, str], pd.DataFrame] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-sweeps-") as tmp, ray_session(num_cpus=2):
+        space = write_space(Path(tmp) / "space.yaml", space_cfg)
+        address = ray.get_runtime_context().gcs_address
+        jobs = [
+            (s, seed, str(space), str(root), str(Path(tmp) / "runs"), samples, address)
+            for seed in seeds
+            for s in STRATEGIES
+        ]
+        # spawn: a fork of a process that runs Ray is not safe
+        pool = multiprocessing.get_context("spawn").Pool(2)
+        try:
+            outcomes = pool.starmap(_one_sweep, jobs)
+            pool.close()  # let the drivers exit on their own: terminate() kills Ray mid-shutdown
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
+        logs = Path(tmp) / "runs"
+        for seed in seeds:
+            mine = {
+                job[0].label: o for job, o in zip(jobs, outcomes, strict=True) if job[1] == seed
+            }
+            seed_rows, seed_curves = _summarise(seed, mine)
+            rows += seed_rows
+            curves.update({(seed, label): c for label, c in seed_curves.items()})
+        (out / "sweep_efficiency_logs").mkdir(parents=True, exist_ok=True)
+        for f in logs.glob("*.log"):
+            shutil.copy(f, out / "sweep_efficiency_logs" / f.name)
+    ratios = [_ratio([r for r in rows if r["seed"] == seed]) for seed in seeds]
+    finite = [r for r in ratios if r != float("inf")]
+    png = plot(curves, out / "sweep_efficiency.png")
+    if not quick:
+        DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, DOCS_PLOT)
+    median = statistics.median(ratios) if ratios else float("nan")
+    report = BenchReport(
+        benchmark="sweep_efficiency",
+        quick=quick,
+        config={
+            "seeds": seeds,
+            "samples": samples,
+            "max_epochs": max_epochs,
+            "scale": scale,
+            "tolerance": TOLERANCE,
+            "space": space_cfg,
+            "max_concurrent": 1,
+        },
+        tables={"per seed and strategy": rows},
+        summary={
+            "epoch_ratio_per_seed": [round(r, 3) for r in ratios],
+            "epoch_ratio_median": median,
+            "epoch_ratio_range": [min(finite), max(finite)] if finite else None,
+            "plot": str(png),
+        },
+        extra={
+            "curves": {
+                f"{label}-seed{seed}": c.to_dict("list") for (seed, label), c in curves.items()
+            }
+        },
+        targets=[Target("asha+tpe / random epochs to target (median)", median, TARGET_RATIO, "<=")],
+    )
+    report.elapsed_s = time.perf_counter() - t0
+    return report
+
+
+def main() -> None:
+    from bench import cli_main
+
+    cli_main("sweep_efficiency")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    main()

@@ -1,0 +1,255 @@
+"""Retraining a real (tiny) sweep's best trial through TorchTrainer and registering it in a
+real ``mlflow server``; submitting from the registry.
+
+Two real retrains (three TorchTrainer runs) make registered versions 1 (one seed) and 2
+(a two-seed ensemble through the CLI); the other tests read what they left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow_server import MlflowServer, free_port, mlflow_server_fixture
+
+from training.checkpoint import load_checkpoint
+from training.data import Preprocessing, normalize_batch
+from training.engine import LocalReporter, fit
+from tuning import results
+from tuning._mlflow import MlflowUnreachableError, tracking
+from tuning.cli import main
+from tuning.predict import ModelURIError, load_predictor
+from tuning.retrain import RetrainResult, retrain, retrain_config, select_trial
+from tuning.sweep import SweepOptions, run_sweep
+
+SPACE = """
+task: task2
+asha: {max_epochs: 3, grace_period: 1, reduction_factor: 2}
+fixed: {data.image_size: 32, model.channels: 8}
+params:
+  optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
+  model.stages: {int: [2, 3]}
+"""
+MODEL = "poketune-task2"
+
+mlflow_server = mlflow_server_fixture()
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, task2_data: Path, ray_session: None) -> tuple[str, str]:
+    tmp = tmp_path_factory.mktemp("retrain_sweep")
+    (tmp / "tiny.yaml").write_text(SPACE)
+    storage = str(tmp / "runs")
+    run_sweep(SweepOptions(space=str(tmp / "tiny.yaml"), data=str(task2_data), samples=4, name="s", storage=storage))
+    return "s", storage
+
+
+@pytest.fixture(scope="module")
+def registered(sweep: tuple[str, str], mlflow_server: MlflowServer) -> tuple[RetrainResult, str]:
+    """Version 1: retrain() with one seed; version 2: the CLI with --seeds 2 --epochs 1."""
+    first = retrain(*sweep, mlflow_uri=mlflow_server.uri)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["retrain", sweep[0], "--storage", sweep[1], "--mlflow-uri", mlflow_server.uri,
+                   "--seeds", "2", "--epochs", "1"])
+    assert rc == 0, out.getvalue()
+    return first, out.getvalue()
+
+
+def _version_tags(uri: str, version: int) -> dict[str, str]:
+    with tracking(uri) as client:
+        return dict(client.get_model_version(MODEL, str(version)).tags)
+
+
+# ---------------------------------------------------------------------------------- selection
+def test_best_trial_is_the_max_val_f1_and_a_named_one_can_be_chosen(sweep: tuple[str, str]) -> None:
+    frame = results.load(*sweep)
+    ok = frame[frame["status"] != "errored"]
+    best = ok.loc[ok["best_val_f1"].idxmax()]
+    src = select_trial(*sweep)
+    assert src.trial_id == best["trial_id"]
+    assert src.best_value == pytest.approx(best["best_val_f1"])
+    assert src.best_epoch == best["best_epoch"]
+    assert src.config_from == "checkpoint"
+    # the config is the one the trial trained with, searched values included
+    assert src.config.optim.lr == pytest.approx(best["optim.lr"])
+    assert src.config.model.stages == best["model.stages"]
+
+    other = str(frame["trial_id"].iloc[-1])
+    assert select_trial(*sweep, other).trial_id == other
+    with pytest.raises(ValueError, match=rf"no trial 'nope'.*{frame['trial_id'].iloc[0]}"):
+        select_trial(*sweep, "nope")
+
+
+def test_retrain_config_trains_on_everything_for_the_given_epochs(sweep: tuple[str, str]) -> None:
+    src = select_trial(*sweep)
+    cfg = retrain_config(src, epochs=7, seed=11, num_threads=1)
+    assert (cfg.optim.epochs, cfg.early_stop.patience, cfg.seed) == (7, 0, 11)
+    # everything the sweep searched or fixed stays
+    assert cfg.optim.lr == src.config.optim.lr
+    assert cfg.model == src.config.model
+    assert cfg.data == src.config.data
+
+
+def test_unreachable_mlflow_fails_before_training(sweep: tuple[str, str]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(MlflowUnreachableError, match=dead):
+        retrain(*sweep, mlflow_uri=dead)
+    assert not (Path(sweep[1]) / sweep[0] / "retrain").exists() or not any(
+        (Path(sweep[1]) / sweep[0] / "retrain").glob("*"))
+
+
+def test_without_mlflow_checkpoints_are_written_locally(
+    sweep: tuple[str, str], task2_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The no-registry path; training runs in process here (the TorchTrainer path is what
+    the registered versions below go through)."""
+    import tuning.retrain as rt
+
+    trained: list[Any] = []
+
+    def in_process(cfg: Any, data: Any, *, local_dir: Path, run_name: str, **_: Any) -> tuple[Path, list[Any], str]:
+        import ray
+
+        prepared = ray.get(data)
+        trained.append((cfg, len(prepared.y_train), len(prepared.y_val)))
+        rep = LocalReporter()
+        fit(cfg, prepared, rep)
+        assert rep.last_checkpoint is not None
+        from training.checkpoint import save_checkpoint
+
+        return save_checkpoint(rt.inference_state(rep.last_checkpoint), local_dir), rep.history, run_name
+
+    monkeypatch.setattr(rt, "_train_seed", in_process)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # must not be used
+    assert main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "1", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing registered" in out
+    (cfg0, n_train, n_val), (cfg1, _, _) = trained
+    assert (n_train, n_val) == (len(pd.read_csv(task2_data / "train.csv")), 0)
+    assert (cfg0.seed, cfg1.seed) == (0, 1)
+    ckpts = [Path(line.split("checkpoint:")[1].strip()) for line in out.splitlines() if "checkpoint:" in line]
+    assert len(ckpts) == 2
+    for ckpt in ckpts:
+        assert ckpt.is_file()
+        assert ckpt.is_relative_to(Path(sweep[1]) / sweep[0] / "retrain")
+        state = load_checkpoint(ckpt)
+        assert "optimizer" not in state  # inference checkpoints only
+        assert state["config"]["optim.epochs"] == 1
+
+
+# ---------------------------------------------------------------------------------- registry
+def test_first_retrain_is_version_1_trained_on_all_images(
+    registered: tuple[RetrainResult, str], sweep: tuple[str, str], task2_data: Path, mlflow_server: MlflowServer
+) -> None:
+    first, _ = registered
+    src = select_trial(*sweep)
+    assert (first.registered_name, first.version) == (MODEL, 1)
+    assert first.model_uri == f"models:/{MODEL}/1"
+    assert first.epochs == src.best_epoch and first.seeds == [0]
+    for run_dir in first.run_dirs:
+        assert Path(run_dir).parent == Path(sweep[1]).resolve() / sweep[0] / "retrain"
+        assert Path(run_dir).name.endswith("-seed0")
+
+    state = load_checkpoint(first.checkpoints[0])
+    assert state["config"]["optim.epochs"] == src.best_epoch
+    assert state["config"]["early_stop.patience"] == 0
+    assert len(state["history"]) == src.best_epoch
+    assert all(np.isnan(h["val_f1"]) for h in state["history"])  # no validation split
+
+    assert first.mlflow_run_id is not None
+    with tracking(mlflow_server.uri) as client:
+        run = client.get_run(first.mlflow_run_id)
+        n_train = len(pd.read_csv(task2_data / "train.csv"))
+        assert run.data.params["retrain.train_images"] == str(n_train)  # train + val
+        assert run.data.params["optim.epochs"] == str(src.best_epoch)
+        assert run.data.params["optim.lr"] == str(src.config.optim.lr)
+        assert run.data.tags["source_trial_id"] == src.trial_id
+        assert run.data.tags["sweep"] == sweep[0]
+        losses = client.get_metric_history(first.mlflow_run_id, "train_loss")
+        assert [m.step for m in losses] == list(range(1, src.best_epoch + 1))
+        assert [m.value for m in losses] == pytest.approx([h["train_loss"] for h in state["history"]])
+    assert _version_tags(mlflow_server.uri, 1)["seeds"] == "0"
+
+
+def test_second_retrain_is_version_2_an_averaging_ensemble(
+    registered: tuple[RetrainResult, str], mlflow_server: MlflowServer, task2_data: Path
+) -> None:
+    _, cli_out = registered
+    assert f"models:/{MODEL}/2 (2-member ensemble)" in cli_out
+    with tracking(mlflow_server.uri) as client:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
+    assert versions == [1, 2]
+    assert _version_tags(mlflow_server.uri, 2)["seeds"] == "0,1"
+
+    ensemble = load_predictor(f"models:/{MODEL}/2", mlflow_server.uri)
+    assert len(ensemble.members) == 2
+    files = [line.split("checkpoint:")[1].strip() for line in cli_out.splitlines() if "checkpoint:" in line]
+    members = [load_predictor(f) for f in files]
+    x = torch.as_tensor(np.load(_any_cache(task2_data))[:6]).permute(0, 3, 1, 2).contiguous()
+    p0, p1 = (m.predict_proba(x) for m in members)
+    assert not np.allclose(p0, p1, atol=1e-4)  # different seeds, different models
+    np.testing.assert_allclose(ensemble.predict_proba(x), (p0 + p1) / 2, rtol=1e-5, atol=1e-6)
+
+    # the pyfunc itself: normalised float input (the signature), averaged probabilities
+    import mlflow.pyfunc
+
+    with tracking(mlflow_server.uri):
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/2")
+    xn = normalize_batch(x, Preprocessing.from_dict(ensemble.preprocessing.to_dict())).numpy()
+    np.testing.assert_allclose(pyfunc.predict(xn), (p0 + p1) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pyfunc.unwrap_python_model().predict(None, x.numpy()), (p0 + p1) / 2, rtol=1e-5, atol=1e-6)
+    meta = pyfunc.metadata.metadata
+    assert meta["class_names"] == ensemble.class_names and meta["members"] == 2
+
+
+def _any_cache(root: Path) -> Path:
+    """A decoded train array of the dataset (the sweep cached it)."""
+    return sorted((root / ".poketune_cache").glob("train-*.npy"))[0]
+
+
+def test_submit_from_the_registry_uses_the_latest_version(
+    registered: tuple[RetrainResult, str], mlflow_server: MlflowServer, task2_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sub.csv"
+    assert main(["submit", "--model", f"models:/{MODEL}/latest", "--mlflow-uri", mlflow_server.uri,
+                 "--data", str(task2_data), "--out", str(out)]) == 0
+    sub = pd.read_csv(out, dtype=str)
+    sample = pd.read_csv(task2_data / "sample_submission.csv", dtype=str)
+    assert list(sub.columns) == list(sample.columns) and list(sub["id"]) == list(sample["id"])
+    v2 = load_predictor(f"models:/{MODEL}/2", mlflow_server.uri)
+    images = v2.load_test(task2_data)
+    expected = [v2.class_names[i] for i in v2.predict_proba(images.images.transpose(0, 3, 1, 2)).argmax(1)]
+    assert list(sub["label"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        (f"models:/{MODEL}/7", r"versions \[1, 2\]"),
+        ("models:/nope/1", f"no registered model named 'nope'.*{MODEL}"),
+        ("runs:/0123456789abcdef0123456789abcdef/model", "Run .* not found"),
+    ],
+)
+def test_unresolvable_model_uris_are_named(
+    registered: tuple[RetrainResult, str], mlflow_server: MlflowServer, uri: str, message: str
+) -> None:
+    with pytest.raises(ModelURIError, match=message) as err:
+        load_predictor(uri, mlflow_server.uri)
+    assert uri in str(err.value)
+
+
+def test_run_uri_resolves_the_runs_checkpoints(registered: tuple[RetrainResult, str], mlflow_server: MlflowServer) -> None:
+    first, _ = registered
+    pred = load_predictor(f"runs:/{first.mlflow_run_id}/model", mlflow_server.uri)
+    local = load_predictor(str(first.checkpoints[0]))
+    x = torch.randint(0, 256, (3, *(pred.preprocessing.channels, 32, 32)), dtype=torch.uint8)
+    np.testing.assert_allclose(pred.predict_proba(x), local.predict_proba(x), rtol=1e-6)
+    assert json.loads(json.dumps(pred.preprocessing.to_dict())) == local.preprocessing.to_dict()

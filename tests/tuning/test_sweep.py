@@ -1,0 +1,164 @@
+"""A real (tiny) Tune sweep: Optuna TPE + ASHA, results frames, the CLI, TorchTrainer trials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from training.config import ConfigError
+from tuning import results
+from tuning.cli import main
+from tuning.sweep import SweepOptions, run_sweep
+
+SPACE = """
+task: task2
+asha: {max_epochs: 4, grace_period: 1, reduction_factor: 2}
+fixed:
+  data.image_size: 32
+  model.channels: 8
+params:
+  optim.lr: {loguniform: [1.0e-5, 1.0e-2]}
+  model.stages: {int: [2, 3]}
+  loss.imbalance: {choice: [none, focal]}
+  loss.focal_gamma:
+    uniform: [0.5, 3.0]
+    when: {loss.imbalance: [focal]}
+"""
+SAMPLES = 8
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, task2_data: Path, ray_session: None) -> tuple[str, str]:
+    tmp = tmp_path_factory.mktemp("sweep")
+    space = tmp / "tiny.yaml"
+    space.write_text(SPACE)
+    storage = str(tmp / "runs")
+    result = run_sweep(
+        SweepOptions(space=str(space), data=str(task2_data), samples=SAMPLES, name="tiny", storage=storage, seed=3)
+    )
+    assert result.best_trial_id is not None
+    return "tiny", storage
+
+
+def test_every_trial_ran_and_asha_stopped_some_early(sweep: tuple[str, str]) -> None:
+    frame = results.load(*sweep)
+    assert len(frame) == SAMPLES
+    assert set(frame["status"]) <= {"completed", "stopped_asha"}
+    stopped = frame[frame["status"] == "stopped_asha"]
+    assert len(stopped) >= 1, frame[["trial_id", "status", "epochs"]]
+    assert (stopped["stop_epoch"] < 4).all()
+    assert (stopped["epochs"] == stopped["stop_epoch"]).all()
+    assert (frame.loc[frame["status"] == "completed", "epochs"] == 4).all()
+    # sorted best first, one column per searched parameter
+    assert frame["best_val_f1"].is_monotonic_decreasing
+    assert {"optim.lr", "model.stages", "loss.imbalance", "loss.focal_gamma"} <= set(frame.columns)
+
+
+def test_conditional_param_only_when_condition_holds(sweep: tuple[str, str]) -> None:
+    frame = results.load(*sweep)
+    focal = frame["loss.imbalance"] == "focal"
+    assert frame.loc[focal, "loss.focal_gamma"].notna().all()
+    assert frame.loc[~focal, "loss.focal_gamma"].isna().all()
+    study = results.load_study(*sweep)  # what Optuna itself received
+    assert len(study.trials) == SAMPLES
+    for t in study.trials:
+        assert ("loss.focal_gamma" in t.params) == (t.params["loss.imbalance"] == "focal")
+
+
+def test_history_has_every_epoch_of_every_trial(sweep: tuple[str, str]) -> None:
+    frame = results.load(*sweep)
+    hist = results.load_history(*sweep)
+    counts = hist.groupby("trial_id").size()
+    for _, row in frame.iterrows():
+        assert counts[row["trial_id"]] == row["epochs"]
+    assert {"train_loss", "val_loss", "val_f1", "val_acc", "lr", "epoch_time_s"} <= set(hist.columns)
+
+
+def test_best_trial_checkpoint_holds_its_config(sweep: tuple[str, str]) -> None:
+    from training.checkpoint import load_checkpoint
+
+    best = results.load(*sweep).iloc[0]
+    state = load_checkpoint(best["checkpoint"])
+    assert state["config"]["optim.lr"] == pytest.approx(best["optim.lr"])
+    assert state["epoch"] == best["epochs"]
+
+
+def test_results_queries_and_formats(sweep: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name, storage = sweep
+    frame = results.load(name, storage)
+    top = results.filter_frame(frame, where="status == 'completed'", sort="optim.lr", top=2)
+    assert len(top) <= 2 and (top["status"] == "completed").all()
+    assert top["optim.lr"].is_monotonic_decreasing
+    with pytest.raises(ValueError, match="no such column"):
+        results.filter_frame(frame, sort="nope")
+
+    assert main(["results", name, "--storage", storage, "--format", "csv", "--top", "3", "--sort", "+optim.lr"]) == 0
+    csv = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert len(csv) == 3 and csv["optim.lr"].is_monotonic_increasing
+
+    out = tmp_path / "r.parquet"
+    assert main(["results", name, "--storage", storage, "--format", "parquet", "--out", str(out)]) == 0
+    assert len(pd.read_parquet(out)) == SAMPLES
+
+    assert main(["results", name, "--storage", storage, "--history", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {"trial_id", "epoch", "val_f1"} <= set(rows[0])
+
+    assert main(["results", name, "--storage", storage, "--importance"]) == 0
+    assert "optim.lr" in capsys.readouterr().out
+
+    assert main(["results", name, "--storage", storage, "--where", "best_val_f1 >"]) == 2
+    assert "--where" in capsys.readouterr().err
+
+
+def test_unknown_sweep_name_lists_known_ones(sweep: tuple[str, str]) -> None:
+    with pytest.raises(results.SweepNotFoundError, match="tiny"):
+        results.load("nope", sweep[1])
+
+
+def test_existing_name_without_resume_is_refused(sweep: tuple[str, str], task2_data: Path, tmp_path: Path) -> None:
+    space = tmp_path / "s.yaml"
+    space.write_text(SPACE)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_sweep(SweepOptions(space=str(space), data=str(task2_data), samples=1, name=sweep[0], storage=sweep[1]))
+
+
+def test_trial_bigger_than_the_machine_is_refused(tmp_path: Path, task2_data: Path, ray_session: None) -> None:
+    space = tmp_path / "s.yaml"
+    space.write_text(SPACE)
+    with pytest.raises(ConfigError, match="workers-per-trial 2"):
+        run_sweep(SweepOptions(space=str(space), data=str(task2_data), samples=1, storage=str(tmp_path),
+                               workers_per_trial=2, cpus_per_trial=1))
+
+
+def test_decode_params_cannot_be_searched(tmp_path: Path, task2_data: Path) -> None:
+    space = tmp_path / "bad.yaml"
+    space.write_text(SPACE.replace("model.stages: {int: [2, 3]}", "data.image_size: {choice: [32, 64]}").replace("  data.image_size: 32\n", ""))
+    with pytest.raises(ConfigError, match="shares"):
+        run_sweep(SweepOptions(space=str(space), data=str(task2_data), samples=1, storage=str(tmp_path)))
+
+
+def test_torch_trainer_trial_with_two_workers(task2_data: Path, tmp_path: Path, ray_session: None) -> None:
+    space = tmp_path / "one.yaml"
+    space.write_text(
+        "task: task2\nasha: {max_epochs: 2, grace_period: 1, reduction_factor: 2}\n"
+        "fixed: {data.image_size: 32, model.channels: 8, model.stages: 2}\n"
+        "params:\n  optim.lr: {loguniform: [1.0e-3, 1.0e-2]}\n"
+    )
+    storage = str(tmp_path / "runs")
+    result = run_sweep(
+        SweepOptions(
+            space=str(space), data=str(task2_data), samples=1, name="ddp", storage=storage,
+            workers_per_trial=2, cpus_per_trial=0.5,
+        )
+    )
+    frame = results.load("ddp", storage)
+    assert frame["status"].tolist() == ["completed"] and frame["epochs"].tolist() == [2]
+    # the trial's checkpoint lives in the TorchTrainer run of that trial
+    assert "train_runs" in str(frame["checkpoint"][0])
+    assert result.best_checkpoint and Path(result.best_checkpoint, "checkpoint.pt").is_file()
+    hist = results.load_history("ddp", storage)
+    assert hist["val_f1"].notna().all()

@@ -1,0 +1,18 @@
+"""``poketune bench NAME... [--quick] [--out bench/results]``: the benchmarks in ``bench/``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from bench import add_arguments as bench_arguments
+
+    bench_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench import run_many
+
+    run_many(args.names, quick=args.quick, out=args.out)
+    return 0

@@ -1,0 +1,74 @@
+"""``poketune retrain``: the best trial's config on train+val, registered in MLflow."""
+
+from __future__ import annotations
+
+import argparse
+
+from tuning.commands._common import add_storage
+
+
+def _epochs(text: str) -> str | int:
+    if text == "best":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'best' or a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="sweep name")
+    add_storage(p)
+    p.add_argument("--mlflow-uri", help="log and register the model there (http://host:port or sqlite:///mlflow.db); without it only local checkpoints are written")
+    p.add_argument("--trial", help="retrain this trial id instead of the best one")
+    p.add_argument("--epochs", type=_epochs, default="best", help="'best' (the trial's best epoch, default) or N")
+    p.add_argument("--seeds", type=int, default=1, help="K runs with seeds base+0..K-1, registered as one averaging ensemble")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers per run")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    p.add_argument("--registered-name", help="registered model name (default poketune-<task>)")
+    p.add_argument("--experiment", help="MLflow experiment (default poketune-<task>, as poketune export)")
+    p.add_argument("--data", help="dataset folder (default: the one the sweep used)")
+    p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tuning.retrain import retrain
+
+    res = retrain(
+        args.name,
+        args.storage,
+        mlflow_uri=args.mlflow_uri,
+        trial=args.trial,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        workers=args.workers,
+        use_gpu=args.gpu,
+        registered_name=args.registered_name,
+        experiment=args.experiment,
+        data=args.data,
+        address=args.address,
+        verbose=args.verbose,
+    )
+    src = res.source
+    print(
+        f"retrained trial {src.trial_id} of sweep {src.sweep!r} (best_{src.metric} "
+        f"{src.best_value:.4f} at epoch {src.best_epoch}; config from its {src.config_from}) "
+        f"for {res.epochs} epochs, seeds {res.seeds}"
+    )
+    for seed, hist, ckpt, run_dir in zip(res.seeds, res.histories, res.checkpoints, res.run_dirs, strict=True):
+        loss = hist[-1]["train_loss"] if hist else float("nan")
+        print(f"  seed {seed}: final train_loss {loss:.4f}")
+        print(f"    checkpoint: {ckpt}")
+        print(f"    Ray Train run: {run_dir}")
+    if res.model_uri:
+        print(f"MLflow run {res.mlflow_run_id} at {res.mlflow_uri}")
+        print(f"registered {res.model_uri} ({len(res.checkpoints)}-member ensemble)")
+        print(f"submit with: poketune submit --model {res.model_uri} --mlflow-uri {res.mlflow_uri} --data DIR --out submission.csv")
+    else:
+        print("no --mlflow-uri: nothing registered; submit with: poketune submit --model "
+              + ",".join(str(c) for c in res.checkpoints) + " --data DIR --out submission.csv")
+    print(f"wall time {res.wall_time_s:.1f}s")
+    return 0

@@ -1,0 +1,382 @@
+"""Export a sweep to MLflow: one parent run per sweep, one nested run per trial.
+
+Every trial run gets the trial's full flat config as params, its per-epoch metrics (step =
+epoch) and tags (trial_id, status, asha_stop_epoch, sweep, task, data_hash). The top-K
+trials (or all) also get their checkpoint's best model as an MLflow PyTorch model, a
+validation confusion matrix, learning curves, the classification report and the raw
+``checkpoint/checkpoint.pt``.
+
+Re-exporting is idempotent and incremental: the parent run is found by a hash of the
+sweep's storage and name, trial runs by their ``trial_id`` tag under it. Runs are updated
+in place, never recreated (run ids stay valid for anything that points at them): params
+are only added, metric epochs beyond the ``poketune.epochs_logged`` tag are appended, and a
+model is logged again only if the trial trained further since it was last logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from training.checkpoint import load_checkpoint
+from tuning import results
+from tuning._mlflow import ensure_reachable, get_or_create_experiment, tracking
+from tuning.export._model import CHECKPOINT_ARTIFACT, MODEL_NAME, ValidationData, log_trial_model
+from tuning.export._runs import (
+    PARENT_TAG,
+    Tags,
+    find_sweep_run,
+    find_trial_runs,
+    log_batch,
+    missing_params,
+    sweep_key,
+)
+from tuning.storage import SWEEP_META, SWEEP_SPACE, resolve_storage
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+__all__ = [
+    "CHECKPOINT_ARTIFACT",
+    "MODEL_NAME",
+    "PARENT_TAG",
+    "ExportSummary",
+    "Tags",
+    "export_sweep",
+    "find_sweep_run",
+    "find_trial_runs",
+]
+
+log = logging.getLogger("poketune")
+
+#: per-epoch metrics copied to each trial run, when the trial reported them
+EPOCH_METRICS = ("train_loss", "val_loss", "val_f1", "val_acc", "lr", "epoch_time_s", "train_images_per_s")
+
+#: tuning.results status → MLflow run status
+RUN_STATUS = {
+    "completed": "FINISHED",
+    "stopped_asha": "FINISHED",
+    "early_stopped": "FINISHED",
+    "errored": "FAILED",
+    "running": "RUNNING",
+    "pending": "SCHEDULED",
+}
+
+
+@dataclass
+class ExportSummary:
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    parent_run_id: str
+    trial_runs: dict[str, str] = field(default_factory=dict)  # trial_id → run id
+    created: int = 0  # trial runs made by this export
+    updated: int = 0  # trial runs an earlier export made
+    models_logged: list[str] = field(default_factory=list)  # trial ids
+    models_unchanged: list[str] = field(default_factory=list)  # already logged, not retrained since
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str | None:
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.tracking_uri}/#/experiments/{self.experiment_id}/runs/{self.parent_run_id}"
+
+    def __str__(self) -> str:
+        lines = [
+            f"exported to {self.tracking_uri}, experiment {self.experiment_name!r} ({self.experiment_id})",
+            f"  parent run {self.parent_run_id}" + (f"  {self.url}" if self.url else ""),
+            f"  trial runs: {self.created} created, {self.updated} updated",
+            f"  models: {len(self.models_logged)} logged"
+            + (f" ({', '.join(self.models_logged)})" if self.models_logged else "")
+            + (f", {len(self.models_unchanged)} unchanged" if self.models_unchanged else ""),
+        ]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _later_hint(name: str, storage: str, path: Path, uri: str) -> str:
+    return (
+        f"the sweep's results are still in {path} — export them later with: "
+        f"poketune export {name} --storage {resolve_storage(storage)} --mlflow-uri {uri}"
+    )
+
+
+def _trial_history(history: pd.DataFrame, trial_id: str) -> pd.DataFrame:
+    """One row per epoch (the last report wins if a restored trial repeated one), with
+    ``step`` = the epoch number."""
+    if history.empty or "trial_id" not in history:
+        return pd.DataFrame(columns=["step"])
+    rows = history[history["trial_id"] == trial_id].copy()
+    epoch_col = "epoch" if "epoch" in rows and rows["epoch"].notna().all() else "training_iteration"
+    rows["step"] = rows[epoch_col].astype(int)
+    return rows.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+
+
+def _epoch_metrics(hist: pd.DataFrame, after: int) -> list[tuple[str, float, int, int]]:
+    now = _now_ms()
+    out = []
+    for row in hist[hist["step"] > after].to_dict("records"):
+        ts = row.get("timestamp")
+        ts_ms = int(float(ts) * 1000) if isinstance(ts, int | float) and math.isfinite(ts) else now
+        for key in EPOCH_METRICS:
+            value = row.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out.append((key, float(value), ts_ms, int(row["step"])))
+    return out
+
+
+def _changed_metrics(run: Run | None, values: dict[str, float]) -> list[tuple[str, float, int, int]]:
+    """Summary metrics whose latest logged value differs (so re-exports add no history)."""
+    logged = run.data.metrics if run is not None else {}
+    now = _now_ms()
+    return [
+        (k, v, now, 0) for k, v in values.items()
+        if math.isfinite(v) and (k not in logged or not math.isclose(logged[k], v, rel_tol=1e-12))
+    ]
+
+
+def _checkpoint_dir(row: dict[str, Any]) -> Path | None:
+    """The trial's checkpoint folder here (the recorded path may be on the cluster's storage)."""
+    recorded = row.get("checkpoint")
+    if isinstance(recorded, str) and (Path(recorded) / "checkpoint.pt").is_file():
+        return Path(recorded)
+    trial_dir = Path(str(row.get("trial_dir", "")))
+    found = sorted(trial_dir.glob("checkpoint_*/checkpoint.pt")) if trial_dir.is_dir() else []
+    return found[-1].parent if found else None
+
+
+def _start_ms(created: str | None) -> int | None:
+    if not created:
+        return None
+    try:
+        return int(pd.Timestamp(created).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def _sweep_params(sweep: results.Sweep) -> dict[str, Any]:
+    meta, space = sweep.meta, sweep.space
+    opts = meta.get("options", {})
+    params: dict[str, Any] = {
+        "space_file": meta.get("space_file"),
+        "data": meta.get("data"),
+        "task": space.task,
+        "metric": space.metric,
+        "mode": space.mode,
+        "max_epochs": space.max_epochs,
+        "grace_period": space.grace_period,
+        "reduction_factor": space.reduction_factor,
+        "searched_params": ",".join(space.params),
+    }
+    for key in ("samples", "seed", "cpus_per_trial", "gpus_per_trial", "workers_per_trial", "time_budget_s"):
+        if key in opts:
+            params[key] = opts[key]
+    params.update({f"fixed.{k}": v for k, v in space.fixed.items()})
+    params.update({f"override.{k}": v for k, v in (meta.get("overrides") or {}).items()})
+    return params
+
+
+def _log_parent(
+    client: MlflowClient,
+    experiment_id: str,
+    sweep: results.Sweep,
+    storage: str,
+    frame: pd.DataFrame,
+    history: pd.DataFrame,
+    summary_warnings: list[str],
+) -> str:
+    existing = find_sweep_run(client, experiment_id, sweep.name, storage)
+    tags = {
+        Tags.SWEEP: sweep.name,
+        Tags.STORAGE: resolve_storage(storage),
+        Tags.SWEEP_KEY: sweep_key(sweep.name, storage),
+        Tags.KIND: "sweep",
+        Tags.TASK: sweep.space.task,
+        Tags.DATA_HASH: str(sweep.meta.get("data_hash", "")),
+    }
+    if existing is None:
+        run = client.create_run(experiment_id, start_time=_start_ms(sweep.meta.get("created")), tags=tags, run_name=sweep.name)
+        run_id = run.info.run_id
+    else:
+        run_id = existing.info.run_id
+    metric = sweep.space.metric
+    best_col = f"best_{metric}"
+    summary: dict[str, float] = {"trials": float(len(frame))}
+    if not frame.empty:
+        for status, count in frame["status"].value_counts().items():
+            summary[f"trials_{status}"] = float(count)
+        if frame[best_col].notna().any():
+            summary[best_col] = float(frame[best_col].iloc[0])  # load() sorts best first
+            tags["best_trial_id"] = str(frame["trial_id"].iloc[0])
+    new_params, conflicts = missing_params(existing.data.params if existing else {}, _sweep_params(sweep))
+    summary_warnings += [f"parent run: param {c} not updated" for c in conflicts]
+    log_batch(client, run_id, params=new_params, metrics=_changed_metrics(existing, summary), tags=tags)
+    with tempfile.TemporaryDirectory(prefix="poketune-export-") as tmp:
+        folder = Path(tmp)
+        for name in (SWEEP_SPACE, SWEEP_META):
+            if (sweep.path / name).is_file():
+                (folder / name).write_bytes((sweep.path / name).read_bytes())
+        frame.to_csv(folder / "results.csv", index=False)
+        history.to_csv(folder / "history.csv", index=False)
+        client.log_artifacts(run_id, str(folder))
+    return str(run_id)
+
+
+def _log_trial(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    existing: Run | None,
+    row: dict[str, Any],
+    hist: pd.DataFrame,
+    sweep: results.Sweep,
+    summary_warnings: list[str],
+) -> str:
+    tid = str(row["trial_id"])
+    trial_dir = Path(str(row["trial_dir"]))
+    config = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").is_file() else {}
+    searched = [k for k in sweep.space.params if k in row and not _missing(row[k])]
+    # the full flat config; the searched values are in it under the same dotted keys
+    params = {**config, **{k: row[k] for k in searched}}
+    tags = {
+        PARENT_TAG: parent_id,
+        Tags.KIND: "trial",
+        Tags.TRIAL_ID: tid,
+        Tags.STATUS: str(row["status"]),
+        Tags.SWEEP: sweep.name,
+        Tags.TASK: sweep.space.task,
+        Tags.DATA_HASH: str(sweep.meta.get("data_hash", "")),
+        Tags.SEARCHED: ",".join(searched),
+    }
+    if not _missing(row.get("stop_epoch")):
+        tags[Tags.ASHA_STOP_EPOCH] = str(int(row["stop_epoch"]))
+    if row.get("best_epoch") is not None and not _missing(row.get("best_epoch")):
+        tags["best_epoch"] = str(int(row["best_epoch"]))
+    if isinstance(row.get("error"), str):
+        tags["error"] = row["error"][:5000]
+    if existing is None:
+        run_id = client.create_run(experiment_id, tags={PARENT_TAG: parent_id, Tags.TRIAL_ID: tid}, run_name=tid).info.run_id
+        logged_params: dict[str, str] = {}
+        done = 0
+    else:
+        run_id = existing.info.run_id
+        logged_params = existing.data.params
+        done = int(existing.data.tags.get(Tags.EPOCHS_LOGGED, "0") or 0)
+    new_params, conflicts = missing_params(logged_params, params)
+    summary_warnings += [f"trial {tid}: param {c} not logged" for c in conflicts]
+    metrics = _epoch_metrics(hist, done)
+    best_col = f"best_{sweep.space.metric}"
+    metrics += _changed_metrics(existing, {best_col: float(row[best_col])} if not _missing(row.get(best_col)) else {})
+    tags[Tags.EPOCHS_LOGGED] = str(max(done, int(hist["step"].max()) if len(hist) else 0))
+    log_batch(client, run_id, params=new_params, metrics=metrics, tags=tags)
+    return str(run_id)
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists and other containers are values, not missing
+        return False
+
+
+def _set_status(client: MlflowClient, run_id: str, status: str) -> None:
+    if status in ("FINISHED", "FAILED", "KILLED"):
+        client.set_terminated(run_id, status)
+    else:
+        client.update_run(run_id, status=status)
+
+
+def export_sweep(
+    name: str,
+    storage: str,
+    mlflow_uri: str,
+    *,
+    experiment: str | None = None,
+    top: int | None = 3,
+    all_trials: bool = False,
+) -> ExportSummary:
+    """Export sweep ``name`` under ``storage`` to the MLflow tracking store at ``mlflow_uri``.
+
+    Every trial gets a nested run with params, metric history and tags; the ``top`` best
+    trials by the sweep's metric (every trial with ``all_trials`` or ``top=None``; none with
+    ``top=0``) also get their model and evaluation artifacts. Experiment: ``experiment`` or
+    ``poketune-<task>``. Raises :class:`tuning._mlflow.MlflowUnreachableError` before doing
+    anything if the store is down, :class:`tuning.results.SweepNotFoundError` for an
+    unknown sweep.
+    """
+    if top is not None and top < 0:
+        raise ValueError(f"top must be >= 0, got {top}")
+    sweep = results.open_sweep(name, storage)
+    uri = ensure_reachable(mlflow_uri, hint=_later_hint(name, storage, sweep.path, mlflow_uri))
+    frame = results.load(name, storage)
+    history = results.load_history(name, storage)
+    metric, maximize = sweep.space.metric, sweep.space.mode == "max"
+    exp_name = experiment or f"poketune-{sweep.space.task}"
+    val = ValidationData(
+        root=str(sweep.meta.get("data", "")),
+        data_hash=sweep.meta.get("data_hash"),
+        cache_dir=(sweep.meta.get("options") or {}).get("cache_dir"),
+    )
+    with tracking(uri) as client:
+        exp_id = get_or_create_experiment(client, exp_name, uri)
+        out = ExportSummary(tracking_uri=uri, experiment_id=exp_id, experiment_name=exp_name, parent_run_id="")
+        out.parent_run_id = _log_parent(client, exp_id, sweep, storage, frame, history, out.warnings)
+        existing = find_trial_runs(client, exp_id, out.parent_run_id)
+        rows = frame.to_dict("records")
+        hists: dict[str, pd.DataFrame] = {}
+        for row in rows:
+            tid = str(row["trial_id"])
+            hists[tid] = _trial_history(history, tid)
+            run = existing.get(tid)
+            out.trial_runs[tid] = _log_trial(client, exp_id, out.parent_run_id, run, row, hists[tid], sweep, out.warnings)
+            if run is None:
+                out.created += 1
+            else:
+                out.updated += 1
+        best_col = f"best_{metric}"
+        ranked = [r for r in rows if not _missing(r.get(best_col))]  # load() sorted them best first
+        chosen = ranked if all_trials or top is None else ranked[:top]
+        for row in chosen:
+            tid = str(row["trial_id"])
+            run_id = out.trial_runs[tid]
+            ckpt = _checkpoint_dir(row)
+            if ckpt is None:
+                out.warnings.append(f"trial {tid}: no checkpoint found in {row.get('trial_dir')}; no model logged")
+                continue
+            prior = existing.get(tid)
+            if prior is not None and prior.data.tags.get(Tags.MODEL_EPOCHS) == str(row["epochs"]):
+                out.models_unchanged.append(tid)
+                continue
+            try:
+                state = load_checkpoint(ckpt)
+            except (OSError, ValueError, RuntimeError) as exc:  # one bad file must not stop the rest
+                out.warnings.append(f"trial {tid}: cannot read {ckpt} ({exc}); no model logged")
+                continue
+            log.info("exporting the model of trial %s (%s %.4f)", tid, metric, row[best_col])
+            log_trial_model(client, exp_id, run_id, ckpt, state, hists[tid], metric, maximize, val)
+            client.set_tag(run_id, Tags.MODEL_EPOCHS, str(row["epochs"]))
+            client.set_tag(run_id, Tags.CHECKPOINT_ARTIFACT, CHECKPOINT_ARTIFACT)
+            out.models_logged.append(tid)
+        # statuses last: logging a model through the fluent API ends its run as FINISHED
+        for row in rows:
+            _set_status(client, out.trial_runs[str(row["trial_id"])], RUN_STATUS[str(row["status"])])
+        unfinished = any(RUN_STATUS[str(s)] in ("RUNNING", "SCHEDULED") for s in frame.get("status", []))
+        _set_status(client, out.parent_run_id, "RUNNING" if unfinished else "FINISHED")
+    out.warnings += val.warnings
+    log.info("exported sweep %s: parent run %s, %d trial runs, %d models", name, out.parent_run_id,
+             len(out.trial_runs), len(out.models_logged))
+    return out

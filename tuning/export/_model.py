@@ -1,0 +1,221 @@
+"""A trial's model and evaluation artifacts: the best weights as an MLflow PyTorch model,
+the validation confusion matrix, the learning curves and the classification report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+
+from training.checkpoint import CHECKPOINT_FILE
+from training.config import TrainConfig
+from training.data import Preprocessing, normalize_batch
+from training.engine import PreparedData, prepare_data
+from training.loop import ArrayLoader, EvalResult, evaluate
+from training.run import model_from_checkpoint
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = [
+    "CHECKPOINT_ARTIFACT",
+    "MODEL_NAME",
+    "ValidationData",
+    "learning_curve_figure",
+    "log_trial_model",
+]
+
+log = logging.getLogger("poketune")
+
+MODEL_NAME = "model"
+CHECKPOINT_ARTIFACT = f"checkpoint/{CHECKPOINT_FILE}"
+#: images in the model's input example; more than one so torch.export keeps the batch dynamic
+_EXAMPLE_IMAGES = 2
+
+
+@dataclass
+class ValidationData:
+    """The sweep's validation splits, rebuilt on demand and shared by the exported trials.
+
+    Trials that share decode settings and seed share a split; the data cache makes the
+    rebuild cheap. A missing data folder only costs the evaluation artifacts.
+    """
+
+    root: str
+    data_hash: str | None
+    cache_dir: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    _splits: dict[str, PreparedData | None] = field(default_factory=dict)
+
+    def get(self, cfg: TrainConfig) -> PreparedData | None:
+        flat = cfg.to_flat()
+        key = json.dumps({k: v for k, v in flat.items() if k.startswith("data.") or k == "seed"}, sort_keys=True, default=str)
+        if key not in self._splits:
+            self._splits[key] = self._prepare(cfg)
+        return self._splits[key]
+
+    def _prepare(self, cfg: TrainConfig) -> PreparedData | None:
+        try:
+            data, _ = prepare_data(self.root, cfg, cache_dir=self.cache_dir)
+        except (OSError, ValueError) as exc:
+            self.warnings.append(f"no validation artifacts: cannot load the sweep's data {self.root} ({exc})")
+            return None
+        if self.data_hash and data.source_hash != self.data_hash:
+            self.warnings.append(
+                f"the data at {self.root} changed since the sweep (hash {data.source_hash}, sweep "
+                f"{self.data_hash}); confusion matrices and reports use the data as it is now"
+            )
+        return data
+
+
+def learning_curve_figure(history: pd.DataFrame, metric: str, maximize: bool, out: Path) -> None:
+    """Train/val loss and the validation metrics per epoch, the best epoch marked."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, score_ax = fig.subplots(1, 2)
+    epochs = history["step"]
+    for key in ("train_loss", "val_loss"):
+        if key in history:
+            loss_ax.plot(epochs, history[key], marker="o", label=key)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    for key in dict.fromkeys(("val_f1", "val_acc", metric)):
+        if key in history and key != "val_loss":
+            score_ax.plot(epochs, history[key], marker="o", label=key)
+    if metric in history and history[metric].notna().any():
+        best = history.loc[history[metric].idxmax() if maximize else history[metric].idxmin()]
+        score_ax.axvline(best["step"], color="grey", linestyle=":", label=f"best epoch {int(best['step'])}")
+    score_ax.set(xlabel="epoch", title="validation")
+    for ax in (loss_ax, score_ax):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=100)
+
+
+def _confusion_figure(res: EvalResult, class_names: list[str], out: Path) -> None:
+    from matplotlib.figure import Figure
+
+    size = max(6.0, 0.6 * len(class_names) + 2)
+    fig = Figure(figsize=(size, size), layout="constrained")
+    ax = fig.subplots()
+    ConfusionMatrixDisplay.from_predictions(
+        res.y_true, res.y_pred, labels=list(range(len(class_names))), display_labels=class_names,
+        ax=ax, colorbar=False, xticks_rotation=45,
+    )
+    ax.set_title(f"validation, best weights (macro F1 {res.f1:.3f})")
+    fig.savefig(out, dpi=100)
+
+
+def _write_report(res: EvalResult, class_names: list[str], folder: Path) -> None:
+    kwargs: dict[str, Any] = {
+        "labels": list(range(len(class_names))), "target_names": class_names, "zero_division": 0,
+    }
+    (folder / "classification_report.txt").write_text(
+        str(classification_report(res.y_true, res.y_pred, digits=3, **kwargs))
+    )
+    report = classification_report(res.y_true, res.y_pred, output_dict=True, **kwargs)
+    (folder / "classification_report.json").write_text(json.dumps(report, indent=2))
+
+
+def _example(state: dict[str, Any], data: PreparedData | None, prep: Preprocessing, size: int) -> np.ndarray:
+    """The float normalised N×C×H×W batch the model takes (what the signature describes)."""
+    if data is not None and len(data.x_val) >= _EXAMPLE_IMAGES:
+        raw = torch.as_tensor(data.x_val[:_EXAMPLE_IMAGES])
+    else:
+        raw = torch.full((_EXAMPLE_IMAGES, prep.channels, size, size), 128, dtype=torch.uint8)
+    return normalize_batch(raw, prep).numpy()
+
+
+def _log_model(model: torch.nn.Module, example: np.ndarray, warnings: list[str]) -> str:
+    """Log ``model`` to the active run; returns the serialisation used.
+
+    ``pt2`` (torch.export) loads without this project's code and without unpickling; a
+    model torch.export cannot trace falls back to a pickled model plus ``training/`` as code.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        out = model(torch.as_tensor(example)).numpy()
+    signature = infer_signature(example, out)
+    requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+    try:
+        mlflow.pytorch.log_model(
+            model, name=MODEL_NAME, signature=signature, input_example=example,
+            pip_requirements=requirements, serialization_format="pt2",
+        )
+        return "pt2"
+    except Exception as exc:  # torch.export fails in many ways on unusual modules
+        warnings.append(f"torch.export could not trace the model ({type(exc).__name__}: {exc}); logged it pickled")
+    training_pkg = Path(__file__).resolve().parents[2] / "training"
+    mlflow.pytorch.log_model(
+        model, name=MODEL_NAME, signature=signature, input_example=example,
+        pip_requirements=requirements, serialization_format="pickle", code_paths=[str(training_pkg)],
+    )
+    return "pickle"
+
+
+def _delete_old_models(client: MlflowClient, experiment_id: str, run_id: str) -> None:
+    """Re-logging a trial's model (it trained further since the last export) replaces it."""
+    old = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    for m in old:
+        if m.name == MODEL_NAME:
+            client.delete_logged_model(m.model_id)
+
+
+def log_trial_model(
+    client: MlflowClient,
+    experiment_id: str,
+    run_id: str,
+    checkpoint_dir: Path,
+    state: dict[str, Any],
+    history: pd.DataFrame,
+    metric: str,
+    maximize: bool,
+    val: ValidationData,
+) -> None:
+    """Log the checkpoint's best model, its evaluation artifacts and the raw checkpoint
+    (``state`` is the loaded ``checkpoint_dir/checkpoint.pt``)."""
+    import mlflow
+
+    model, cfg = model_from_checkpoint(state)
+    prep = Preprocessing.from_dict(state["preprocessing"])
+    class_names = list(state["class_names"])
+    data = val.get(cfg)
+    with tempfile.TemporaryDirectory(prefix="poketune-export-") as tmp:
+        folder = Path(tmp)
+        if data is not None and len(data.y_val):
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            res = evaluate(
+                model.to(device),
+                ArrayLoader(torch.as_tensor(data.x_val), torch.as_tensor(data.y_val), cfg.eval_batch_size),
+                device, prep, num_classes=len(class_names),
+            )
+            model.cpu()
+            _confusion_figure(res, class_names, folder / "confusion_matrix.png")
+            _write_report(res, class_names, folder)
+        if len(history):
+            learning_curve_figure(history, metric, maximize, folder / "learning_curve.png")
+        (folder / "config.json").write_text(
+            json.dumps({"config": state["config"], "class_names": class_names,
+                        "preprocessing": state["preprocessing"], "best_epoch": state.get("best_epoch"),
+                        "epoch": state.get("epoch")}, indent=2, default=str)
+        )
+        (folder / "checkpoint").mkdir()
+        shutil.copy2(checkpoint_dir / CHECKPOINT_FILE, folder / CHECKPOINT_ARTIFACT)
+        client.log_artifacts(run_id, str(folder))
+    example = _example(state, data, prep, cfg.data.image_size)
+    _delete_old_models(client, experiment_id, run_id)
+    # log_model needs the fluent API's active run; the caller sets the run's real status after
+    with mlflow.start_run(run_id=run_id):
+        fmt = _log_model(model, example, val.warnings)
+    client.set_tag(run_id, "poketune.model_format", fmt)

@@ -1,0 +1,432 @@
+"""Retrain a sweep's best (or a chosen) trial on train+val and register it in MLflow.
+
+The trial's exact config (from its checkpoint, else rebuilt from its sampled parameters)
+trains on every labelled image for the trial's best epoch count through Ray Train's
+``TorchTrainer``, once per seed. The K seeds become ONE ``mlflow.pyfunc`` model
+(:class:`tuning.predict.EnsembleModel`, probabilities averaged) registered as a new version
+of ``poketune-<task>``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import ConfigError, TrainConfig
+from training.data import Preprocessing, normalize_batch
+from training.engine import PreparedData, prepare_data
+from tuning import results
+from tuning.predict import MEMBER_PREFIX, inference_state
+from tuning.storage import is_remote, sweep_uri
+
+__all__ = [
+    "RetrainResult",
+    "SourceTrial",
+    "default_registered_name",
+    "retrain",
+    "retrain_config",
+    "select_trial",
+]
+
+Epochs = Literal["best"] | int
+# MLflow's models-from-code entry for tuning.predict.EnsembleModel
+_PYFUNC_ENTRY = Path(__file__).with_name("_pyfunc_entry.py")
+_FAILED = ("errored",)
+# sweep-level constants a trial's params.json carries next to the sampled values
+_TRIAL_CONSTANTS = ("seed", "num_threads")
+
+
+@dataclass
+class SourceTrial:
+    """The sweep trial a retrain copies."""
+
+    sweep: str
+    trial_id: str
+    metric: str
+    best_value: float
+    best_epoch: int
+    config: TrainConfig
+    config_from: str  # "checkpoint" | "params"
+
+
+@dataclass
+class RetrainResult:
+    source: SourceTrial
+    epochs: int
+    seeds: list[int]
+    checkpoints: list[Path]  # one inference checkpoint.pt per seed
+    run_dirs: list[str]  # the TorchTrainer runs under the sweep's storage
+    histories: list[list[dict[str, Any]]]
+    wall_time_s: float
+    mlflow_uri: str | None = None
+    mlflow_run_id: str | None = None
+    registered_name: str | None = None
+    version: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def model_uri(self) -> str | None:
+        if self.registered_name is None or self.version is None:
+            return None
+        return f"models:/{self.registered_name}/{self.version}"
+
+
+def default_registered_name(task: str) -> str:
+    return f"poketune-{task}"
+
+
+# ---------------------------------------------------------------------------------- the trial
+def _trial_config_from_params(sweep: results.Sweep, trial_dir: str) -> TrainConfig:
+    params = json.loads((Path(trial_dir) / "params.json").read_text())
+    consts = {k: params.pop(k) for k in _TRIAL_CONSTANTS if k in params}
+    cfg = sweep.space.trial_config(params)
+    return cfg.replace(**consts) if consts else cfg
+
+
+def _trial_config(sweep: results.Sweep, row: pd.Series) -> tuple[TrainConfig, str]:
+    """The config the trial really trained with: its checkpoint's, else rebuilt from params."""
+    ckpt = row.get("checkpoint")
+    if isinstance(ckpt, str) and not is_remote(ckpt) and Path(ckpt).exists():
+        try:
+            return TrainConfig.from_flat(load_checkpoint(ckpt)["config"]), "checkpoint"
+        except (FileNotFoundError, ValueError, KeyError):
+            pass  # an unreadable checkpoint: the params still say what the trial was
+    return _trial_config_from_params(sweep, str(row["trial_dir"])), "params"
+
+
+def select_trial(name: str, storage: str, trial: str | None = None) -> SourceTrial:
+    """The best finished trial of sweep ``name`` (by the sweep's metric), or trial ``trial``."""
+    sweep = results.open_sweep(name, storage)
+    frame = results.load(name, storage)
+    metric = sweep.space.metric
+    col = f"best_{metric}"
+    if frame.empty:
+        raise ValueError(f"sweep {name!r} has no trials yet")
+    usable = frame[~frame["status"].isin(_FAILED) & frame[col].notna() & frame["best_epoch"].notna()]
+    if trial is not None:
+        ids = [str(t) for t in frame["trial_id"]]
+        if trial not in ids:
+            raise ValueError(f"sweep {name!r} has no trial {trial!r}; trials: {', '.join(ids)}")
+        row_frame = usable[usable["trial_id"].astype(str) == trial]
+        if row_frame.empty:
+            status = frame.loc[frame["trial_id"].astype(str) == trial, "status"].iloc[0]
+            raise ValueError(
+                f"trial {trial!r} of sweep {name!r} has no usable result (status {status}); "
+                f"usable trials: {', '.join(usable['trial_id'].astype(str)) or 'none'}"
+            )
+        row = row_frame.iloc[0]
+    else:
+        if usable.empty:
+            raise ValueError(
+                f"sweep {name!r} has no trial with a {metric} result "
+                f"(statuses: {', '.join(frame['status'].astype(str))})"
+            )
+        ascending = sweep.space.mode == "min"
+        row = usable.sort_values(col, ascending=ascending, kind="stable").iloc[0]
+    cfg, origin = _trial_config(sweep, row)
+    return SourceTrial(
+        sweep=name,
+        trial_id=str(row["trial_id"]),
+        metric=metric,
+        best_value=float(row[col]),
+        best_epoch=int(row["best_epoch"]),
+        config=cfg,
+        config_from=origin,
+    )
+
+
+def retrain_config(source: SourceTrial, *, epochs: int, seed: int, num_threads: int) -> TrainConfig:
+    """The trial's config for training on everything.
+
+    Early stopping is off (no validation set to watch). The monitor becomes val_loss because
+    without validation data the engine steps a plateau scheduler on train_loss, and the
+    scheduler's mode follows the monitor: "min" is the right direction for a loss.
+    """
+    return source.config.replace(
+        **{
+            "optim.epochs": epochs,
+            "early_stop.patience": 0,
+            "early_stop.f1_window": 0,
+            "early_stop.monitor": "val_loss",
+            "seed": seed,
+            "num_threads": num_threads,
+        }
+    )
+
+
+def _epochs(source: SourceTrial, epochs: Epochs) -> int:
+    if epochs == "best":
+        return source.best_epoch
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"--epochs must be 'best' or a positive integer, got {epochs!r}")
+    return epochs
+
+
+# ---------------------------------------------------------------------------------- training
+def _train_seed(
+    cfg: TrainConfig,
+    data: Any,
+    *,
+    storage_path: str,
+    run_name: str,
+    local_dir: Path,
+    workers: int,
+    use_gpu: bool,
+    cpus_per_worker: float,
+) -> tuple[Path, list[dict[str, Any]], str]:
+    from training.ray_worker import run_torch_trainer
+
+    result = run_torch_trainer(
+        cfg,
+        data,
+        storage_path=storage_path,
+        name=run_name,
+        workers=workers,
+        use_gpu=use_gpu,
+        cpus_per_worker=cpus_per_worker,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError(f"retraining reported no checkpoint (see {result.path})")
+    with result.checkpoint.as_directory() as d:
+        state = load_checkpoint(d)
+    path = save_checkpoint(inference_state(state), local_dir)
+    return path, list(state["history"]), str(result.path)
+
+
+def _unused_stamp(root: Path, stamp: str) -> str:
+    """``stamp``, or ``stamp-2``... if a retrain already used it: Ray Train resumes a run that
+    has the same name, so a second retrain within the same second must not reuse one."""
+    candidate, n = stamp, 1
+    while any(root.glob(f"{candidate}-seed*")):
+        n += 1
+        candidate = f"{stamp}-{n}"
+    return candidate
+
+
+def _cpus_per_worker(workers: int) -> float:
+    """The cluster's CPUs shared by the workers, but never more than one node has (a worker
+    asking for more than any node holds would wait forever)."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 1)
+    per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=total)
+    return float(max(1, math.floor(min(per_node, total / workers))))
+
+
+# ---------------------------------------------------------------------------------- MLflow
+def _pip_requirements() -> list[str]:
+    import importlib.metadata as md
+
+    pkgs = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "pillow", "pyyaml", "mlflow")
+    out = []
+    for p in pkgs:
+        try:
+            out.append(f"{p}=={md.version(p)}")
+        except md.PackageNotFoundError:
+            out.append(p)
+    return out
+
+
+def _signature(prep: Preprocessing, num_classes: int) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    shape = (-1, prep.channels, prep.image_size, prep.image_size)
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), shape)]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
+        params=ParamSchema([ParamSpec("tta", "boolean", False)]),
+    )
+
+
+def _log_and_register(
+    result: RetrainResult,
+    data: PreparedData,
+    *,
+    uri: str,
+    registered_name: str,
+    experiment: str,
+    stamp: str,
+) -> None:
+    import mlflow
+
+    from tuning._mlflow import get_or_create_experiment, tracking
+    from tuning.export import Tags
+
+    source = result.source
+    prep = Preprocessing.from_dict(data.preprocessing)
+    cfg = TrainConfig.from_flat(load_checkpoint(result.checkpoints[0])["config"])
+    # the export's tag names, so a sweep's trial runs and its retrains are found the same way
+    tags = {
+        Tags.KIND: "retrain",
+        Tags.SWEEP: source.sweep,
+        Tags.TASK: cfg.task,
+        Tags.DATA_HASH: data.source_hash,
+        "source_trial_id": source.trial_id,
+        "seeds": ",".join(map(str, result.seeds)),
+    }
+    with tracking(uri) as client:
+        exp_id = get_or_create_experiment(client, experiment, uri)
+        with mlflow.start_run(
+            experiment_id=exp_id, run_name=f"retrain-{source.trial_id}-{stamp}", tags=tags
+        ) as run:
+            params = {k: json.dumps(v) if isinstance(v, list) else v for k, v in cfg.to_flat().items()}
+            params.pop("seed")  # one per member: logged below
+            mlflow.log_params(
+                {
+                    **params,
+                    "retrain.seeds": json.dumps(result.seeds),
+                    "retrain.epochs": result.epochs,
+                    "retrain.train_images": len(data.y_train),
+                    f"source.best_{source.metric}": source.best_value,
+                    "source.best_epoch": source.best_epoch,
+                    "source.config_from": source.config_from,
+                }
+            )
+            for epoch in range(result.epochs):
+                losses = [h[epoch]["train_loss"] for h in result.histories if len(h) > epoch]
+                metrics = {"train_loss": float(np.mean(losses))}
+                if len(result.seeds) > 1:
+                    metrics.update({f"train_loss.seed{s}": v for s, v in zip(result.seeds, losses, strict=False)})
+                mlflow.log_metrics(metrics, step=epoch + 1)
+            example = normalize_batch(torch.as_tensor(data.x_train[:1]), prep).numpy()
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(_PYFUNC_ENTRY),
+                artifacts={f"{MEMBER_PREFIX}{i}": str(p) for i, p in enumerate(result.checkpoints)},
+                signature=_signature(prep, data.num_classes),
+                input_example=example,
+                registered_model_name=registered_name,
+                pip_requirements=_pip_requirements(),
+                metadata={
+                    "class_names": list(data.class_names),
+                    "preprocessing": prep.to_dict(),
+                    "members": len(result.checkpoints),
+                    "input": "normalised float32 N×C×H×W (uint8 images: unwrap_python_model())",
+                },
+            )
+            version = info.registered_model_version
+            if version is None:
+                raise RuntimeError(f"MLflow did not register {registered_name!r} (run {run.info.run_id})")
+            for key, value in tags.items():
+                client.set_model_version_tag(registered_name, str(version), key, value)
+    result.mlflow_uri = uri
+    result.mlflow_run_id = run.info.run_id
+    result.registered_name = registered_name
+    result.version = int(version)
+
+
+# ---------------------------------------------------------------------------------- retrain
+def retrain(
+    name: str,
+    storage: str,
+    *,
+    mlflow_uri: str | None,
+    trial: str | None = None,
+    epochs: Epochs = "best",
+    seeds: int = 1,
+    workers: int = 1,
+    use_gpu: bool = False,
+    registered_name: str | None = None,
+    experiment: str | None = None,
+    data: str | None = None,
+    address: str | None = None,
+    verbose: bool = False,
+) -> RetrainResult:
+    """Retrain sweep ``name``'s best trial (or ``trial``) on train+val, ``seeds`` times.
+
+    ``data`` overrides the dataset folder recorded by the sweep (a sweep run elsewhere).
+    With ``mlflow_uri`` the run is logged (experiment ``experiment``, default
+    ``poketune-<task>`` like ``poketune export``) and the seeds are registered as one
+    ensemble version of ``registered_name`` (default ``poketune-<task>``); without it only
+    the local checkpoints are written.
+    """
+    from tuning._mlflow import ensure_reachable
+    from tuning.sweep import init_ray
+
+    t0 = _dt.datetime.now()
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if mlflow_uri is not None:
+        # before any training: finding out after half an hour of GPU time is too late
+        mlflow_uri = ensure_reachable(mlflow_uri, hint="retrain without --mlflow-uri to skip MLflow")
+
+    sweep = results.open_sweep(name, storage)
+    source = select_trial(name, storage, trial)
+    n_epochs = _epochs(source, epochs)
+    data_root = data or sweep.meta["data"]
+    base = source.config
+    cache_dir = (sweep.meta.get("options") or {}).get("cache_dir")
+    prepared, _ = prepare_data(data_root, base, cache_dir=cache_dir, train_on_all=True)
+    warnings = []
+    if sweep.meta.get("data_hash") and prepared.source_hash != sweep.meta["data_hash"]:
+        warnings.append(
+            f"the data under {data_root} changed since sweep {name!r} ran "
+            f"(hash {prepared.source_hash} != {sweep.meta['data_hash']})"
+        )
+    init_ray(address, verbose=verbose)
+    import ray
+
+    data_ref = ray.put(prepared)
+    cpus = _cpus_per_worker(workers)
+    retrain_root = f"{sweep_uri(storage, name)}/retrain"
+    local_root = (
+        Path(tempfile.gettempdir()) / "poketune-retrain" / name
+        if is_remote(retrain_root)
+        else Path(retrain_root)
+    )
+    stamp = _unused_stamp(local_root, f"{t0:%Y%m%d-%H%M%S}")
+    seed_list = [base.seed + k for k in range(seeds)]
+    checkpoints, histories, run_dirs = [], [], []
+    for seed in seed_list:
+        cfg = retrain_config(source, epochs=n_epochs, seed=seed, num_threads=int(cpus))
+        run_name = f"{stamp}-seed{seed}"
+        path, history, run_dir = _train_seed(
+            cfg,
+            data_ref,
+            storage_path=retrain_root,
+            run_name=run_name,
+            local_dir=local_root / run_name,
+            workers=workers,
+            use_gpu=use_gpu,
+            cpus_per_worker=cpus,
+        )
+        checkpoints.append(path)
+        histories.append(history)
+        run_dirs.append(run_dir)
+    out = RetrainResult(
+        source=source,
+        epochs=n_epochs,
+        seeds=seed_list,
+        checkpoints=checkpoints,
+        run_dirs=run_dirs,
+        histories=histories,
+        wall_time_s=0.0,
+        warnings=warnings,
+    )
+    if mlflow_uri is not None:
+        _log_and_register(
+            out,
+            prepared,
+            uri=mlflow_uri,
+            registered_name=registered_name or default_registered_name(base.task),
+            experiment=experiment or f"poketune-{base.task}",
+            stamp=stamp,
+        )
+    out.wall_time_s = (_dt.datetime.now() - t0).total_seconds()
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return out

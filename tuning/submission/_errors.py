@@ -1,0 +1,9 @@
+"""The submission package's error type."""
+
+from __future__ import annotations
+
+__all__ = ["SubmissionError"]
+
+
+class SubmissionError(ValueError):
+    """A submission or answers file that is not what it must be; the message names the rows."""
