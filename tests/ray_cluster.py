@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,15 +109,11 @@ class LocalNode:
         """SIGKILL every process of the node at once: what a lost machine looks like."""
         sid = self.process.pid
         pids = _session_pids(sid) if Path("/proc").is_dir() else []
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(sid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         for pid in pids:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(timeout=30)
         deadline = time.monotonic() + 10
         while pids and time.monotonic() < deadline:

@@ -37,6 +37,9 @@ def model_from_checkpoint(
 ) -> tuple[torch.nn.Module, TrainConfig]:
     """Rebuild the model a checkpoint dict describes, with its best (or last) weights."""
     cfg = TrainConfig.from_flat(state["config"])
+    # the checkpoint holds every weight: fetching ImageNet weights first would be wasted (and
+    # fails offline)
+    cfg = cfg.replace(**{"model.pretrained": False, "model.weights_path": None})
     model = build_model_for(cfg, len(state["class_names"]))
     weights = state.get("best_model") if best else None
     model.load_state_dict(weights if weights is not None else state["model"])

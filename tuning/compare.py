@@ -34,9 +34,10 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from training.config import TrainConfig
 from training.data import Preprocessing
-from training.engine import build_model_for, prepare_data
+from training.engine import prepare_data
 from training.loop import ArrayLoader, evaluate
 from training.models import count_parameters
+from training.run import model_from_checkpoint
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -243,11 +244,7 @@ def evaluate_run(
     if "val_loss" in history and history["val_loss"].isna().all():
         notes.append("trained on train+val (retrained): its validation scores are optimistic")
 
-    # the checkpoint holds every weight: never fetch pretrained ones just to overwrite them
-    build_cfg = cfg.replace(**{"model.pretrained": False, "model.weights_path": None})
-    model = build_model_for(build_cfg, len(names))
-    best = state.get("best_model")
-    model.load_state_dict(best if best is not None else state["model"])
+    model, _ = model_from_checkpoint(state)
     total, trainable = count_parameters(model)
     device = device or _device()
     model.to(device)

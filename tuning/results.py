@@ -19,8 +19,8 @@ from tuning.space import SearchSpace, load_space
 from tuning.storage import SWEEP_META, SWEEP_SPACE, local_copy, sweep_uri
 
 __all__ = [
-    "SweepNotFoundError",
     "Sweep",
+    "SweepNotFoundError",
     "filter_frame",
     "load",
     "load_history",
@@ -188,7 +188,7 @@ def load_history(name: str, storage: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial_id", "epoch"])
     keep = [
         "trial_id", "epoch", "training_iteration", "train_loss", "val_loss", "val_f1", "val_acc",
-        "lr", "epoch_time_s", "train_images_per_s", "phase", "early_stopped", "time_total_s",
+        "lr", "epoch_time_s", "train_images_per_s", "phase", "early_stopped", "time_total_s", "timestamp", "node_id",
     ]
     out = pd.concat(frames, ignore_index=True)
     return out[[c for c in keep if c in out.columns]]

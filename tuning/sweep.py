@@ -146,15 +146,13 @@ class _Sampler:
 
 
 def _trial_config(space: SearchSpace, config: dict[str, Any]) -> TrainConfig:
-    consts = {k: v for k, v in config.items() if k in ("seed", "num_threads")}
-    sampled = {k: v for k, v in config.items() if k not in consts}
-    cfg = space.trial_config(sampled)
-    return cfg.replace(**consts) if consts else cfg
+    # Tune's config is the whole flat config: sampled values, fixed ones and sweep constants
+    return space.trial_config(config)
 
 
 def _single_worker_trial(config: dict[str, Any], *, space: SearchSpace, data: Any) -> None:
-    from training.ray_worker import RayReporter
     from training.engine import fit
+    from training.ray_worker import RayReporter
 
     cfg = _trial_config(space, config)
     fit(cfg, ray.get(data[0]), RayReporter(tune.report, tune.get_checkpoint))
@@ -232,9 +230,13 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     _check_space(space)
     name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
     storage = resolve_storage(opts.storage)
-    base_cfg = space.trial_config({}).replace(**opts.overrides) if opts.overrides else (
-        space.trial_config({})
-    )
+    for key in opts.overrides:
+        if key in space.params or key == "optim.epochs":
+            raise ConfigError(
+                f"--set {key}: searched by {opts.space} (or set by its asha.max_epochs); "
+                f"fix it in the space instead"
+            )
+    base_cfg = space.trial_config(dict(opts.overrides))
     data, report = prepare_data(opts.data, base_cfg, cache_dir=opts.cache_dir)
     log.info(
         "data: %d train / %d val images, %d classes (%s)",
@@ -247,17 +249,19 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     data_ref = [ray.put(data)]  # wrapped in a list so Tune passes the ref, not a copy per trial
 
     workers = max(1, opts.workers_per_trial)
-    constants: dict[str, Any] = {"seed": opts.seed}
+    constants: dict[str, Any] = {
+        **opts.overrides,
+        "seed": opts.seed,
+        # threads follow the CPUs reserved per worker: no oversubscription when trials share a node
+        "num_threads": max(1, math.floor(opts.cpus_per_trial)),
+    }
     if workers == 1:
-        # threads follow the CPUs the trial reserved: no oversubscription when trials share a node
-        constants["num_threads"] = max(1, math.floor(opts.cpus_per_trial))
         trainable: Any = tune.with_resources(
             functools.partial(_single_worker_trial, space=space, data=data_ref),
             {"CPU": opts.cpus_per_trial, "GPU": opts.gpus_per_trial},
         )
         per_cpu, per_gpu = opts.cpus_per_trial, opts.gpus_per_trial
     else:
-        constants["num_threads"] = max(1, math.floor(opts.cpus_per_trial))
         # the trial only drives the TorchTrainer: it must hold (almost) no CPU itself or, on
         # a small node, it and its own workers wait on each other forever
         trainable = tune.with_resources(
@@ -343,12 +347,13 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
     except RuntimeError:
         return SweepResult(name, path, None, {}, None, None, wall)
-    best_ckpt = best.checkpoint.path if best.checkpoint else best.metrics.get("checkpoint_path")
+    metrics, config = best.metrics or {}, best.config or {}
+    best_ckpt = best.checkpoint.path if best.checkpoint else metrics.get("checkpoint_path")
     return SweepResult(
         name=name,
         path=path,
-        best_trial_id=best.metrics.get("trial_id"),
-        best_config=space.active_values(best.config),
+        best_trial_id=metrics.get("trial_id"),
+        best_config=space.active_values(config),
         best_val_f1=_best_metric(best, space),
         best_checkpoint=best_ckpt,
         wall_time_s=wall,

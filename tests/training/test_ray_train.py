@@ -42,9 +42,9 @@ def test_torch_trainer_run_resumes_by_name(task2_data: Path, tmp_path: Path, ray
     data, _ = prepare_data(task2_data, cfg)
     kw = {"storage_path": str(tmp_path), "name": "trial", "echo": False}
     first = run_torch_trainer(cfg, data, **kw)
-    second = run_torch_trainer(cfg.replace(**{"optim.epochs": 2}), data, **kw)
     with first.checkpoint.as_directory() as d:
         h1 = load_checkpoint(d)["history"]
+    second = run_torch_trainer(cfg.replace(**{"optim.epochs": 2}), data, **kw)
     with second.checkpoint.as_directory() as d:
         h2 = load_checkpoint(d)["history"]
     assert [m["epoch"] for m in h2] == [1, 2]

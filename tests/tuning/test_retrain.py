@@ -99,11 +99,14 @@ def test_retrain_config_trains_on_everything_for_the_given_epochs(sweep: tuple[s
 
 
 def test_unreachable_mlflow_fails_before_training(sweep: tuple[str, str]) -> None:
+    def runs() -> list[Path]:
+        return sorted((Path(sweep[1]) / sweep[0] / "retrain").glob("*"))
+
+    before = runs()
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(MlflowUnreachableError, match=dead):
         retrain(*sweep, mlflow_uri=dead)
-    assert not (Path(sweep[1]) / sweep[0] / "retrain").exists() or not any(
-        (Path(sweep[1]) / sweep[0] / "retrain").glob("*"))
+    assert runs() == before
 
 
 def test_without_mlflow_checkpoints_are_written_locally(

@@ -34,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, resume=args.resume, verbose=args.verbose, address=args.address,
         max_failures=args.max_failures, overrides=overrides(args.set),
     )
+    if args.mlflow_uri:
+        from tuning._mlflow import ensure_reachable
+
+        # fail before hours of training, not after
+        ensure_reachable(args.mlflow_uri)
     result = run_sweep(opts)
     print(f"\nsweep {result.name}: {result.path}  ({result.wall_time_s:.0f}s)")
     if result.best_trial_id is None:
