@@ -153,6 +153,11 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # arrays from Ray's object store are read-only; torch wants writable memory
+    return torch.from_numpy(np.require(array, requirements="W"))
+
+
 def _state_on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -164,7 +169,8 @@ class _Phases:
     trainable parameter set and the learning rate change).
     """
 
-    def __init__(self, cfg: TrainConfig, model: nn.Module) -> None:
+    def __init__(self, cfg: TrainConfig, model: nn.Module, *, has_val: bool = True) -> None:
+        self.has_val = has_val
         self.cfg = cfg
         self.model = model
         self.head_epochs = cfg.optim.head_epochs
@@ -185,7 +191,9 @@ class _Phases:
         if phase == "finetune" and self.head_epochs > 0 and self.cfg.optim.finetune_lr:
             lr = self.cfg.optim.finetune_lr
         set_freeze_depth(self.model, depth)
-        mode = "min" if self.cfg.early_stop.monitor == "val_loss" else "max"
+        # without a validation set the plateau scheduler watches train_loss: lower is better
+        minimize = self.cfg.early_stop.monitor == "val_loss" or not self.has_val
+        mode = "min" if minimize else "max"
         self.optimizer = build_optimizer(self.model, self.cfg.optim, lr)
         self.scheduler = build_scheduler(
             self.optimizer, self.cfg.optim, self.cfg.optim.epochs - epoch, mode
@@ -231,8 +239,8 @@ def fit(
     channels_last = device.type == "cuda" and cfg.model.name != "mlp"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    phases = _Phases(cfg, model)
     has_val = len(data.y_val) > 0
+    phases = _Phases(cfg, model, has_val=has_val)
 
     start_epoch, history = 0, []
     early = EarlyStopping(cfg.early_stop)
@@ -256,12 +264,12 @@ def fit(
     # Data stays in host memory on CPU; on a GPU a small set moves there once
     on_device = device.type == "cuda" and data.x_train.nbytes < 2 * 1024**3
     store = device if on_device else torch.device("cpu")
-    x_train = torch.as_tensor(data.x_train).to(store)
-    y_train = torch.as_tensor(data.y_train).to(store)
+    x_train = _tensor(data.x_train).to(store)
+    y_train = _tensor(data.y_train).to(store)
     if device.type == "cuda" and not on_device:
         x_train = x_train.pin_memory()
-    x_val = torch.as_tensor(data.x_val).to(store)
-    y_val = torch.as_tensor(data.y_val)
+    x_val = _tensor(data.x_val).to(store)
+    y_val = _tensor(data.y_val)
 
     class_counts = np.bincount(data.y_train, minlength=data.num_classes)
     criterion = build_criterion(cfg.loss, class_counts, cfg.optim.label_smoothing).to(device)

@@ -173,3 +173,13 @@ def test_split_is_stratified_and_seeded(task2_data: Path) -> None:
     b, _ = prepare_data(task2_data, _small("task2"))
     assert np.array_equal(a.y_val, b.y_val)
     assert set(np.unique(a.y_val)) == set(range(9))
+
+
+def test_plateau_without_val_watches_train_loss_downwards(task2_data: Path) -> None:
+    cfg = _small("task2", **{"optim.epochs": 3, "optim.scheduler": "plateau", "optim.plateau_patience": 0})
+    data, _ = prepare_data(task2_data, cfg, train_on_all=True)
+    rep = LocalReporter()
+    fit(cfg, data, rep)
+    losses = [m["train_loss"] for m in rep.history]
+    assert losses[1] < losses[0]  # improving loss: a "min" plateau keeps the lr
+    assert rep.history[1]["lr"] == pytest.approx(rep.history[0]["lr"])
