@@ -46,6 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet() -> None:
+    """Ray, Tune, Optuna and MLflow are chatty by default; ``-v`` brings everything back."""
+    # Tune's own tables and banners: poketune prints its own progress lines
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # with CheckpointConfig(num_to_keep=1) Tune snapshots the experiment at every trial
+    # checkpoint on purpose (a resumed sweep then never repeats a reported epoch)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("ray", "ray.tune", "ray.train", "mlflow", "optuna", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:  # pragma: no cover - optuna is a dependency
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -54,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("poketune").setLevel(logging.INFO)
     if not args.verbose:
-        # Ray and MLflow are chatty by default; -v brings everything back
-        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+        _quiet()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

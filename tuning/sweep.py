@@ -113,7 +113,7 @@ def init_ray(address: str | None, *, verbose: bool = False, num_cpus: int | None
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {
-        "logging_level": logging.INFO if verbose else logging.WARNING,
+        "logging_level": logging.INFO if verbose else logging.ERROR,
         "log_to_driver": verbose,
     }
     if address:
@@ -331,6 +331,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 max_concurrent_trials=_concurrency(opts, per_cpu, per_gpu),
                 time_budget_s=opts.time_budget_s,
                 trial_dirname_creator=_trial_dirname,
+                # a fresh process per trial costs seconds; function trainables can be reused
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,
