@@ -6,16 +6,16 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import logging
 import math
+import multiprocessing
 import os
 import platform
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -24,6 +24,7 @@ __all__ = [
     "BenchReport",
     "Target",
     "dataset",
+    "in_child",
     "machine_info",
     "ray_session",
     "steady_images_per_s",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_OUT = Path("bench/results")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,9 +70,7 @@ class BenchReport:
     extra: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
     machine: dict[str, Any] = field(default_factory=lambda: machine_info())
-    finished: str = field(
-        default_factory=lambda: _dt.datetime.now().isoformat(timespec="seconds")
-    )
+    finished: str = field(default_factory=lambda: _dt.datetime.now().isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -172,27 +173,44 @@ def write_space(path: Path, doc: dict[str, Any]) -> Path:
 
 
 @contextlib.contextmanager
-def ray_session(num_cpus: int | None = None, num_gpus: int | None = None) -> Iterator[float]:
+def ray_session(num_cpus: int | None = None) -> Iterator[float]:
     """A local Ray for the benchmark (yields its start-up time); shut down afterwards unless
-    one was already running (then it is reused and left alone)."""
+    one was already running (then it is reused and left alone).
+
+    It starts through the product's own ``init_ray``, so whatever Ray settings the CLI uses
+    are the ones measured.
+    """
     import ray
+
+    from tuning.sweep import init_ray
 
     if ray.is_initialized():
         yield 0.0
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     t0 = time.perf_counter()
-    ray.init(
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    init_ray(None, num_cpus=num_cpus)
     try:
         yield time.perf_counter() - t0
     finally:
         ray.shutdown()
+
+
+def in_child(fn: Callable[..., T], *args: Any, timeout_s: float) -> T | None:
+    """``fn(*args)`` in a fresh (spawned) process; None if it has not returned after
+    ``timeout_s`` (the process is then killed).  For steps that can hang: a Ray driver that
+    dies takes its job's actors with it, so nothing is left behind."""
+    ctx = multiprocessing.get_context("spawn")  # a fork of a process running Ray is unsafe
+    pool = ctx.Pool(1)
+    try:
+        result = pool.apply_async(fn, args).get(timeout=timeout_s)
+    except multiprocessing.TimeoutError:
+        pool.terminate()
+        pool.join()
+        return None
+    pool.close()  # let it exit on its own: terminate() would kill Ray mid-shutdown
+    pool.join()
+    return result
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from bench._common import (
     stopwatch,
     write_space,
 )
-from bench.overhead import TARGET_RATIO, fixed_space, measure_paths
+from bench.overhead import TARGET_RATIO, baseline, fixed_space, measure_paths
 from training.config import TrainConfig
 from training.engine import prepare_data
 from training.tasks import preset_config
@@ -114,7 +114,7 @@ def run(
             )
             for n in (1, 4)
         ]
-    base = steady_images_per_s(runs[0].images_per_s)
+    base = baseline(runs)
     rows = [r.row(base) for r in runs]
     by_path = {r["path"]: r for r in rows}
     speedup = pack[1]["images_per_wall_s"] / pack[0]["images_per_wall_s"]

@@ -38,7 +38,9 @@ class SeedRun:
 SEEDS = (SeedRun("task1", 3709.7, 90.0), SeedRun("task2", 2345.5, 600.0))
 
 
-def train_cli(task: str, root: Path, out: Path, overrides: list[str]) -> tuple[float, dict[str, Any]]:
+def train_cli(
+    task: str, root: Path, out: Path, overrides: list[str]
+) -> tuple[float, dict[str, Any]]:
     """Run ``poketune train`` in a fresh interpreter; (wall seconds, final checkpoint dict)."""
     cmd = [sys.executable, "-m", "tuning.cli", "train", "--task", task, "--data", str(root)]
     cmd += ["--out", str(out)]
@@ -48,9 +50,7 @@ def train_cli(task: str, root: Path, out: Path, overrides: list[str]) -> tuple[f
     with stopwatch() as t:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
-        )
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
     return t["s"], load_checkpoint(out)
 
 

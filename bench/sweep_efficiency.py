@@ -13,6 +13,7 @@ with Tune's ``FIFOScheduler`` (every trial runs all epochs).
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -44,6 +45,7 @@ __all__ = [
 TOLERANCE = 0.01
 TARGET_RATIO = 1 / 3
 DOCS_PLOT = Path("docs/img/sweep_efficiency.png")
+_LINESTYLES: list[Any] = ["-", "--", ":", "-.", (0, (6, 2, 1, 2, 1, 2))]
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,18 @@ def space_doc(max_epochs: int) -> dict[str, Any]:
 
 
 def _start_order(sweep_dir: Path) -> list[str]:
-    """Trial ids in the order they started: Tune writes params.json as a trial starts, and
-    OptunaSearch's trial ids are random, so the files' times are the order."""
-    starts = sorted(
-        (p.stat().st_mtime_ns, p.parent.name) for p in sweep_dir.glob("*/params.json")
-    )
-    return [name for _, name in starts]
+    """Trial ids in the order Tune created them, which with one trial at a time is the order
+    they ran: the newest experiment_state file lists its trials that way.  (OptunaSearch's
+    trial ids are random, and the trial folders' files are rewritten later, so neither the
+    ids nor file times give the order.)"""
+    states = sorted(sweep_dir.glob("experiment_state-*.json"))
+    if not states:
+        raise FileNotFoundError(f"{sweep_dir}: no experiment_state-*.json (not a Tune run?)")
+    order = []
+    for item in json.loads(states[-1].read_text()).get("trial_data", []):
+        info = json.loads(item[0]) if isinstance(item, list) else item
+        order.append(str(info["trial_id"]))
+    return order
 
 
 def curve(history: pd.DataFrame, order: list[str]) -> pd.DataFrame:
@@ -159,9 +167,7 @@ def _one_sweep(
 def _summarise(
     seed: int, outcomes: dict[str, dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, pd.DataFrame]]:
-    curves = {
-        label: curve(pd.DataFrame(o["history"]), o["order"]) for label, o in outcomes.items()
-    }
+    curves = {label: curve(pd.DataFrame(o["history"]), o["order"]) for label, o in outcomes.items()}
     best = max(float(c["best_so_far"].max()) for c in curves.values())
     target = best - TOLERANCE
     rows = []
@@ -211,7 +217,7 @@ def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
             where="post",
             color=colors.get(label, "gray"),
             alpha=0.8,
-            linestyle=["-", "--", ":", "-."][seed % 4],
+            linestyle=_LINESTYLES[seed % len(_LINESTYLES)],
             label=label if label not in seen else None,
         )
         seen.add(label)
@@ -231,7 +237,9 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
     import ray
 
     t0 = time.perf_counter()
-    seeds, samples, max_epochs, scale = ([0], 4, 3, 0.05) if quick else ([0, 1, 2], 12, 9, 0.3)
+    seeds, samples, max_epochs, scale = (
+        ([0], 4, 3, 0.05) if quick else ([0, 1, 2, 3, 4], 12, 9, 0.3)
+    )
     out = Path(out)
     root = dataset("task2", scale, out)
     space_cfg = space_doc(max_epochs)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench._common import BenchReport, dataset, ray_session, stopwatch, write_space
+from bench._common import BenchReport, dataset, in_child, ray_session, stopwatch, write_space
 from bench.overhead import fixed_space
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -39,6 +39,8 @@ def _per_trial(history: pd.DataFrame, wall: float, label: str, trials: int) -> d
     return {
         "path": label,
         "trials": trials,
+        # fewer than asked: trials errored or the time budget cut a stuck sweep short
+        "trials_with_results": int(last["trial_id"].nunique()),
         "epochs": len(history),
         "wall_s": wall,
         "epochs_s": epochs_s,
@@ -48,30 +50,57 @@ def _per_trial(history: pd.DataFrame, wall: float, label: str, trials: int) -> d
     }
 
 
-def sweep_overhead(
-    cfg: TrainConfig, root: Path, work: Path, *, trials: int, workers: int, label: str
-) -> dict[str, Any]:
+def _sweep_in_child(
+    space: str, root: str, storage: str, name: str, trials: int, workers: int, address: str
+) -> tuple[float, list[dict[str, Any]]]:
+    """One sweep as its own Ray driver (a child process): (wall seconds, history rows)."""
+    import ray
+
     from tuning.results import load_history
     from tuning.sweep import SweepOptions, run_sweep
 
-    name = f"overhead-w{workers}"
-    space = write_space(work / f"{name}.yaml", fixed_space(cfg))
     with stopwatch() as t:
         run_sweep(
             SweepOptions(
-                space=str(space),
-                data=str(root),
+                space=space,
+                data=root,
                 samples=trials,
                 name=name,
-                storage=str(work / "runs"),
+                storage=storage,
                 max_concurrent=1,
-                # a TorchTrainer trial holds 0.01 CPU itself: 2 workers x 1 CPU would not fit 2 cores
+                # a TorchTrainer trial holds 0.01 CPU itself: 2 workers x 1 CPU would not fit
                 cpus_per_trial=1 if workers == 1 else 0.99,
                 workers_per_trial=workers,
                 max_failures=0,
+                address=address,
             )
         )
-    return _per_trial(load_history(name, str(work / "runs")), t["s"], label, trials)
+    ray.shutdown()
+    return t["s"], load_history(name, storage).to_dict("records")
+
+
+def sweep_overhead(
+    cfg: TrainConfig, root: Path, work: Path, *, trials: int, workers: int, label: str
+) -> dict[str, Any]:
+    """Per-trial overhead of a sweep.  The sweep runs in a child process with a deadline
+    (30 s per trial, ~3x what one needs on 2 cores): a stuck trial must not hang the suite."""
+    import ray
+
+    name = f"overhead-w{workers}"
+    space = write_space(work / f"{name}.yaml", fixed_space(cfg))
+    address = ray.get_runtime_context().gcs_address
+    args = (str(space), str(root), str(work / "runs"), name, trials, workers, address)
+    deadline = 30.0 * trials + 60.0
+    done = in_child(_sweep_in_child, *args, timeout_s=deadline)
+    if done is None:
+        return {
+            "path": label,
+            "trials": trials,
+            "trials_with_results": None,
+            "note": f"HUNG: killed after {deadline:.0f} s",
+        }
+    wall, history = done
+    return _per_trial(pd.DataFrame(history), wall, label, trials)
 
 
 def torch_trainer_overhead(
@@ -97,6 +126,7 @@ def torch_trainer_overhead(
         "epochs": runs * cfg.optim.epochs,
         "wall_s": t["s"],
         "epochs_s": epochs_s,
+        "trials_with_results": runs,
         "in_trial_s": None,
         "between_s": None,
         "overhead_per_trial_s": (t["s"] - epochs_s) / runs,
@@ -115,9 +145,16 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
     with tempfile.TemporaryDirectory(prefix="bench-trials-") as tmp, ray_session(num_cpus=2):
         work = Path(tmp)
         rows = [
-            sweep_overhead(cfg, root, work, trials=trials, workers=1, label="tune, 1-worker trials"),
             sweep_overhead(
-                cfg, root, work, trials=trials, workers=2, label="tune, 2-worker TorchTrainer trials"
+                cfg, root, work, trials=trials, workers=1, label="tune, 1-worker trials"
+            ),
+            sweep_overhead(
+                cfg,
+                root,
+                work,
+                trials=trials,
+                workers=2,
+                label="tune, 2-worker TorchTrainer trials",
             ),
             torch_trainer_overhead(cfg, root, work, runs=max(1, trials // 2)),
         ]

@@ -61,10 +61,13 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port_range(n: int) -> tuple[int, int]:
-    for _ in range(50):
-        lo = random.randrange(40000, 60000 - n)
-        if all(_port_free(p) for p in range(lo, lo + n)):
+def _free_port_range(n: int, avoid: set[int]) -> tuple[int, int]:
+    """``n`` consecutive free ports below Linux's ephemeral range (where ``_free_ports``'
+    picks come from) and above Ray's default worker ports; Ray refuses overlapping ports."""
+    for _ in range(100):
+        lo = random.randrange(20000, 32000 - n)
+        ports = range(lo, lo + n)
+        if not avoid.intersection(ports) and all(_port_free(p) for p in ports):
             return lo, lo + n - 1
     raise ClusterError(f"no {n} consecutive free ports for Ray workers")
 
@@ -75,20 +78,23 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Every live process of session ``sid`` (Linux: read from /proc).
+def _session_pids(sid: int, marker: str) -> list[int]:
+    """The live processes of session ``sid`` whose environment contains ``marker`` (Linux).
 
     Killing the process group is not enough: Ray worker processes (the trials) put
-    themselves in process groups of their own, but they stay in the node's session.
+    themselves in process groups of their own, but they stay in the node's session. The
+    marker (the cluster's token path, inherited by every process of the node) guards
+    against a session id that was reused after all of the node's processes were gone.
     """
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    pids.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                continue
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == sid and marker.encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            continue
     return pids
 
 
@@ -99,7 +105,9 @@ class LocalNode:
     temp_dir: Path
     log: Path
     resource: str  # a custom resource only this node has: how tests find its node id
+    marker: str  # in the environment of every process of the node
     node_id: str | None = None
+    killed: bool = False
 
     @property
     def running(self) -> bool:
@@ -107,17 +115,22 @@ class LocalNode:
 
     def kill(self) -> None:
         """SIGKILL every process of the node at once: what a lost machine looks like."""
+        if self.killed:
+            return
+        self.killed = True
         sid = self.process.pid
-        pids = _session_pids(sid) if Path("/proc").is_dir() else []
-        with suppress(ProcessLookupError):
-            os.killpg(sid, signal.SIGKILL)
+        pids = _session_pids(sid, self.marker) if Path("/proc").is_dir() else []
+        if self.process.poll() is None:  # else the group id may belong to someone else now
+            with suppress(ProcessLookupError):
+                os.killpg(sid, signal.SIGKILL)
         for pid in pids:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process.wait(timeout=30)
         deadline = time.monotonic() + 10
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
+        while pids := [p for p in pids if _alive(p)]:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"node {self.name!r}: processes {pids} survived SIGKILL")
             time.sleep(0.1)
 
     def log_tail(self, chars: int = 3000) -> str:
@@ -140,6 +153,7 @@ def _alive(pid: int) -> bool:
 class LocalCluster:
     root: Path
     cpus_per_node: int = 1
+    head_cpus: int = 0  # like cluster.yaml: the head runs the driver, trials go to workers
     object_store_bytes: int = 150 * 1024**2
     gcs_port: int = 0
     dashboard_port: int = 0
@@ -181,6 +195,12 @@ class LocalCluster:
         )
         return env
 
+    def _node_env(self) -> dict[str, str]:
+        # Ray's own processes look their cluster up with address="auto" in places (Train V2's
+        # placement-group cleaner, state API clients); with several Ray instances on one
+        # machine that finds all of them and fails, so point them at theirs
+        return {**self.env(), "RAY_ADDRESS": self.address}
+
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
 
@@ -201,13 +221,13 @@ class LocalCluster:
             raise ClusterError(f"node {name!r} exists already")
         temp_dir = self.ray_tmp / name
         temp_dir.mkdir(parents=True, exist_ok=True)
-        agent, grpc, runtime_env, metrics, client = _free_ports(5)
-        lo, hi = _free_port_range(_WORKER_PORTS)
+        agent, grpc, runtime_env, metrics, client, gcs, dashboard = _free_ports(7)
+        lo, hi = _free_port_range(_WORKER_PORTS, {agent, grpc, runtime_env, metrics, client, gcs, dashboard})
         resource = f"poketune_test_{name}"
         args = [
             _RAY, "start", "--block", "--disable-usage-stats",
             "--temp-dir", str(temp_dir),
-            "--num-cpus", str(self.cpus_per_node),
+            "--num-cpus", str(self.head_cpus if head else self.cpus_per_node),
             "--num-gpus", "0",
             "--resources", json.dumps({resource: 1}),
             "--object-store-memory", str(self.object_store_bytes),
@@ -219,7 +239,7 @@ class LocalCluster:
             "--max-worker-port", str(hi),
         ]  # fmt: skip
         if head:
-            self.gcs_port, self.dashboard_port = _free_ports(2)
+            self.gcs_port, self.dashboard_port = gcs, dashboard
             args += [
                 "--head", "--port", str(self.gcs_port),
                 "--include-dashboard", "true",
@@ -232,10 +252,10 @@ class LocalCluster:
         log = self.root / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                args, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+                args, env=self._node_env(), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-        node = LocalNode(name, proc, temp_dir, log, resource)
+        node = LocalNode(name, proc, temp_dir, log, resource, marker=str(self.token_file))
         self.nodes[name] = node
         return node
 
@@ -310,9 +330,11 @@ class LocalCluster:
 
 
 @contextmanager
-def local_cluster(root: Path, workers: int = 1, cpus_per_node: int = 1) -> Iterator[LocalCluster]:
+def local_cluster(
+    root: Path, workers: int = 1, cpus_per_node: int = 1, head_cpus: int = 0
+) -> Iterator[LocalCluster]:
     """A head plus ``workers`` worker nodes (``worker1``, ...); killed on exit, even on error."""
-    cluster = LocalCluster(root, cpus_per_node=cpus_per_node)
+    cluster = LocalCluster(root, cpus_per_node=cpus_per_node, head_cpus=head_cpus)
     try:
         cluster.start(workers)
         yield cluster

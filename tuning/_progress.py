@@ -59,13 +59,13 @@ class ProgressPrinter(tune.Callback):
         best_value, best_id = self.best if self.best else (float("nan"), "-")
         self._out(
             f"[{self._elapsed()}] trial {self._num(trial):>3} {trial.trial_id} "
-            f"epoch {result.get('training_iteration', '?'):>2}/{self.max_epochs}  "
+            f"epoch {result.get('epoch', '?'):>2}/{self.max_epochs}  "
             f"{metric} {value:.4f}  best {best_value:.4f} ({best_id})"
         )
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        epochs = last.get("training_iteration", 0)
+        epochs = last.get("epoch", 0)
         how = "early-stopped" if last.get("early_stopped") else (
             "finished" if epochs >= self.max_epochs else f"stopped by ASHA at epoch {epochs}"
         )

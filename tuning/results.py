@@ -119,9 +119,15 @@ def _status(tune_status: str | None, rows: list[dict[str, Any]], max_epochs: int
     last = rows[-1]
     if last.get("early_stopped"):
         return "early_stopped"
-    if int(last.get("training_iteration", 0)) >= max_epochs:
+    if _epoch(last) >= max_epochs:
         return "completed"
     return "stopped_asha"
+
+
+def _epoch(row: dict[str, Any]) -> int:
+    """fit's own epoch count; Tune's training_iteration restarts when a TorchTrainer-driven
+    trial is retried (its run resumes from the checkpoint, Tune's counter does not)."""
+    return int(row.get("epoch", row.get("training_iteration", 0)))
 
 
 def _trial_dirs(sweep: Sweep) -> list[Path]:
@@ -142,16 +148,18 @@ def load(name: str, storage: str) -> pd.DataFrame:
         state = states.get(str(tid), {})
         errored = (d / "error.txt").is_file() and state.get("status") != "TERMINATED"
         status = _status(state.get("status"), results, sweep.max_epochs, errored)
-        values = [r[metric] for r in results if r.get(metric) is not None]
+        scored = [r for r in results if r.get(metric) is not None]
+        values = [r[metric] for r in scored]
         best = (max if maximize else min)(values) if values else np.nan
+        best_at = int(np.argmax(values) if maximize else np.argmin(values)) if values else None
         row: dict[str, Any] = {
             "trial_id": tid,
             "status": status,
-            "stop_epoch": int(results[-1]["training_iteration"]) if status == "stopped_asha" else pd.NA,
+            "stop_epoch": _epoch(results[-1]) if status == "stopped_asha" else pd.NA,
             f"best_{metric}": best,
             f"last_{metric}": values[-1] if values else np.nan,
-            "best_epoch": int(np.argmax(values) if maximize else np.argmin(values)) + 1 if values else None,
-            "epochs": len(results),
+            "best_epoch": _epoch(scored[best_at]) if best_at is not None else None,
+            "epochs": _epoch(results[-1]) if results else 0,
             "time_s": float(results[-1].get("time_total_s", 0.0)) if results else 0.0,
         }
         row.update(sweep.space.active_values(params))

@@ -65,7 +65,9 @@ SAMPLERS.register("random")(lambda seed, samples: RandomSampler(seed=seed))
 SCHEDULERS: Registry[Callable[[SearchSpace], TrialScheduler]] = Registry("scheduler")
 SCHEDULERS.register("asha")(
     lambda space: ASHAScheduler(
-        time_attr="training_iteration",
+        # fit's own epoch count, not Tune's: a retried TorchTrainer trial resumes its run's
+        # checkpoint but restarts Tune's training_iteration at 1
+        time_attr="epoch",
         max_t=space.max_epochs,
         grace_period=space.grace_period,
         reduction_factor=space.reduction_factor,

@@ -1,0 +1,141 @@
+"""Smoke tests for bench/: each benchmark's tiniest mode runs end to end and writes valid
+JSON (no timing assertions), plus the sweep-efficiency arithmetic on hand-made curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import BENCHMARKS, ORDER
+from bench._common import BenchReport, Target, steady_images_per_s
+from bench.sweep_efficiency import _ratio, _start_order, curve, epochs_to_target
+from tuning.cli import main
+
+
+def _read(out: Path, name: str) -> dict:
+    doc = json.loads((out / f"{name}.json").read_text())  # strict JSON: no NaN tokens
+    assert doc["benchmark"] == name and doc["quick"] is True
+    assert doc["machine"]["nproc"] >= 1 and doc["machine"]["torch"] == torch.__version__
+    return doc
+
+
+def test_every_benchmark_in_the_run_order_is_registered() -> None:
+    assert sorted(ORDER) == BENCHMARKS.names()
+
+
+def test_unknown_benchmark_is_a_clear_cli_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # checked before anything ran
+
+
+def test_report_json_has_no_nan_and_judges_targets(tmp_path: Path) -> None:
+    report = BenchReport(
+        benchmark="x",
+        quick=True,
+        config={},
+        tables={"t": [{"a": float("nan"), "b": 1.0}]},
+        targets=[
+            Target("fast", 0.5, 0.95, ">="),
+            Target("small", 10.0, 90.0, "<="),
+            Target("unknown", float("nan"), 1.0, "<="),
+        ],
+    )
+    doc = json.loads(report.write(tmp_path).read_text())
+    assert doc["tables"]["t"] == [{"a": None, "b": 1.0}]
+    assert [t["met"] for t in doc["targets"]] == [False, True, None]
+    assert "MISSED" in report.table() and "-> met" in report.table()
+
+
+def test_steady_rate_skips_the_warm_up_epoch_and_is_a_harmonic_mean() -> None:
+    # 100 images per epoch at 10 and 40 img/s: 12.5 s for 200 images = 16 img/s
+    assert steady_images_per_s([1.0, 10.0, 40.0]) == pytest.approx(16.0)
+    assert steady_images_per_s([5.0]) == pytest.approx(5.0)  # one epoch: nothing to skip
+    assert math.isnan(steady_images_per_s([]))
+
+
+def test_curve_follows_the_trial_order_and_counts_epochs_to_target() -> None:
+    history = pd.DataFrame(
+        {  # trial "b" ran first (2 epochs), then "a" (3 epochs); rows arrive shuffled
+            "trial_id": ["a", "b", "a", "b", "a"],
+            "training_iteration": [1, 2, 2, 1, 3],
+            "val_f1": [0.30, 0.50, 0.60, 0.20, 0.55],
+            "time_total_s": [1.0, 4.0, 2.0, 3.0, 3.5],
+        }
+    )
+    c = curve(history, ["b", "a"])
+    assert c["trial_id"].tolist() == ["b", "b", "a", "a", "a"]
+    assert c["best_so_far"].tolist() == [0.20, 0.50, 0.50, 0.60, 0.60]
+    assert c["time_s"].tolist() == pytest.approx([3.0, 4.0, 5.0, 6.0, 7.5])
+    assert epochs_to_target(c, 0.59) == (4, pytest.approx(6.0))
+    assert epochs_to_target(c, 0.7) == (None, None)
+
+
+def test_ratio_treats_never_reaching_the_target_explicitly() -> None:
+    def rows(asha: int | None, rand: int | None) -> list[dict]:
+        return [
+            {"strategy": "asha+tpe", "epochs_to_target": asha, "total_epochs": 40},
+            {"strategy": "random", "epochs_to_target": rand, "total_epochs": 90},
+        ]
+
+    assert _ratio(rows(10, 40)) == pytest.approx(0.25)
+    assert _ratio(rows(10, None)) == pytest.approx(10 / 90)  # bound: random's whole budget
+    assert _ratio(rows(None, 40)) == float("inf")
+
+
+def test_trials_are_ordered_as_the_newest_experiment_state_lists_them(tmp_path: Path) -> None:
+    def state(name: str, ids: list[str]) -> None:
+        # Tune stores each trial as [its JSON state, run metadata]
+        trials = [[json.dumps({"trial_id": i, "status": "TERMINATED"}), "{}"] for i in ids]
+        (tmp_path / name).write_text(json.dumps({"trial_data": trials}))
+
+    state("experiment_state-2026-01-01_00-00-00.json", ["old"])
+    state("experiment_state-2026-01-02_00-00-00.json", ["zz", "aa", "mm"])
+    assert _start_order(tmp_path) == ["zz", "aa", "mm"]
+
+
+def test_trial_order_without_tune_state_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="experiment_state"):
+        _start_order(tmp_path)
+
+
+def test_data_benchmark_quick_writes_json(tmp_path: Path) -> None:
+    assert main(["bench", "data", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _read(tmp_path, "data")
+    decode = doc["tables"]["decode and cache"]
+    assert [r["task"] for r in decode] == ["task1", "task2"]
+    assert all(r["images"] > 0 and r["first_decode_s"] > 0 for r in decode)
+    augment = doc["tables"]["augmentation (1 thread)"]
+    assert all(r["augment_img_per_s"] > 0 for r in augment)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a real GPU run is not a smoke test")
+def test_gpu_benchmark_skips_cleanly_without_cuda(tmp_path: Path) -> None:
+    assert main(["bench", "gpu", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _read(tmp_path, "gpu")
+    assert "no CUDA" in doc["skipped"] and doc["tables"] == {}
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_quick_runs_every_path(tmp_path: Path) -> None:
+    assert main(["bench", "overhead", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _read(tmp_path, "overhead")
+    rows = doc["tables"]["throughput and wall time per path"]
+    assert [r["path"] for r in rows] == [
+        "plain PyTorch",
+        "engine.fit (no Ray)",
+        "poketune train (TorchTrainer)",
+        "poketune tune (1 trial)",
+        "plain PyTorch (again)",
+    ]
+    assert all(r["epochs"] == 2 and r["img_per_s"] > 0 for r in rows)
+    # the yardstick is the mean of the two plain runs
+    assert rows[0]["vs_plain"] + rows[-1]["vs_plain"] == pytest.approx(2.0)
+    assert len(doc["targets"]) == 2
