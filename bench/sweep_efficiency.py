@@ -36,6 +36,7 @@ __all__ = [
     "Strategy",
     "curve",
     "epochs_to_target",
+    "equal_budget",
     "main",
     "plot",
     "run",
@@ -200,6 +201,20 @@ def _ratio(rows: list[dict[str, Any]]) -> float:
     return asha["epochs_to_target"] / (rand["epochs_to_target"] or rand["total_epochs"])
 
 
+def equal_budget(seed: int, curves: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Random search's best val_f1 after as many epochs as the whole ASHA sweep used: the
+    same question asked the other way round (what does the same compute buy)."""
+    asha, rand = curves["asha+tpe"], curves["random"]
+    budget = len(asha)
+    at_budget = rand.loc[rand["epochs"] <= budget, "best_so_far"]
+    return {
+        "seed": seed,
+        "epochs": budget,
+        "asha+tpe_best": float(asha["best_so_far"].iloc[-1]),
+        "random_best": float(at_budget.iloc[-1]) if len(at_budget) else None,
+    }
+
+
 def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
     """Best-so-far val_f1 against cumulative epochs: one line per (seed, strategy)."""
     import matplotlib
@@ -245,6 +260,7 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
     space_cfg = space_doc(max_epochs)
     load_split(root, preset_config("task2", space_cfg["fixed"]).data)  # decode once, up front
     rows: list[dict[str, Any]] = []
+    budget_rows: list[dict[str, Any]] = []
     curves: dict[tuple[int, str], pd.DataFrame] = {}
     with tempfile.TemporaryDirectory(prefix="bench-sweeps-") as tmp, ray_session(num_cpus=2):
         space = write_space(Path(tmp) / "space.yaml", space_cfg)
@@ -270,6 +286,7 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
                 job[0].label: o for job, o in zip(jobs, outcomes, strict=True) if job[1] == seed
             }
             seed_rows, seed_curves = _summarise(seed, mine)
+            budget_rows.append(equal_budget(seed, seed_curves))
             rows += seed_rows
             curves.update({(seed, label): c for label, c in seed_curves.items()})
         (out / "sweep_efficiency_logs").mkdir(parents=True, exist_ok=True)
@@ -294,7 +311,10 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
             "space": space_cfg,
             "max_concurrent": 1,
         },
-        tables={"per seed and strategy": rows},
+        tables={
+            "per seed and strategy": rows,
+            "best val_f1 after the epochs the ASHA sweep used": budget_rows,
+        },
         summary={
             "epoch_ratio_per_seed": [round(r, 3) for r in ratios],
             "epoch_ratio_median": median,

@@ -13,7 +13,7 @@ import torch
 
 from bench import BENCHMARKS, ORDER
 from bench._common import BenchReport, Target, steady_images_per_s
-from bench.sweep_efficiency import _ratio, _start_order, curve, epochs_to_target
+from bench.sweep_efficiency import _ratio, _start_order, curve, epochs_to_target, equal_budget
 from tuning.cli import main
 
 
@@ -76,6 +76,14 @@ def test_curve_follows_the_trial_order_and_counts_epochs_to_target() -> None:
     assert c["time_s"].tolist() == pytest.approx([3.0, 4.0, 5.0, 6.0, 7.5])
     assert epochs_to_target(c, 0.59) == (4, pytest.approx(6.0))
     assert epochs_to_target(c, 0.7) == (None, None)
+
+
+def test_equal_budget_reads_random_search_at_the_asha_sweeps_epoch_count() -> None:
+    def c(best: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"epochs": range(1, len(best) + 1), "best_so_far": best})
+
+    row = equal_budget(3, {"asha+tpe": c([0.1, 0.4, 0.5]), "random": c([0.2, 0.3, 0.3, 0.6])})
+    assert row == {"seed": 3, "epochs": 3, "asha+tpe_best": 0.5, "random_best": 0.3}
 
 
 def test_ratio_treats_never_reaching_the_target_explicitly() -> None:
