@@ -83,14 +83,14 @@ def sweep_overhead(
     cfg: TrainConfig, root: Path, work: Path, *, trials: int, workers: int, label: str
 ) -> dict[str, Any]:
     """Per-trial overhead of a sweep.  The sweep runs in a child process with a deadline
-    (30 s per trial, ~3x what one needs on 2 cores): a stuck trial must not hang the suite."""
+    (45 s per trial, ~2x what a TorchTrainer trial needs on 2 cores): a stuck trial must not hang the suite."""
     import ray
 
     name = f"overhead-w{workers}"
     space = write_space(work / f"{name}.yaml", fixed_space(cfg))
     address = ray.get_runtime_context().gcs_address
     args = (str(space), str(root), str(work / "runs"), name, trials, workers, address)
-    deadline = 30.0 * trials + 60.0
+    deadline = 45.0 * trials + 60.0
     done = in_child(_sweep_in_child, *args, timeout_s=deadline)
     if done is None:
         return {

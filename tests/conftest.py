@@ -37,11 +37,11 @@ def task1_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
     """One local Ray per test module (starting Ray costs seconds)."""
-    import logging
-
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    from tuning.sweep import init_ray
+
+    init_ray(None, num_cpus=2)  # the product's own Ray settings: what the CLI runs is tested
     try:
         yield
     finally:

@@ -118,12 +118,15 @@ def init_ray(address: str | None, *, verbose: bool = False, num_cpus: int | None
         "logging_level": logging.INFO if verbose else logging.ERROR,
         "log_to_driver": verbose,
     }
+    # A local Ray keeps its dashboard (~1 s of start-up): Train V2's PlacementGroupCleaner
+    # finds dead Train controllers through the State API the dashboard serves, and a
+    # TorchTrainer trial's controller dies with its trial actor before it releases the
+    # workers' placement group. With include_dashboard=False that group leaks and the next
+    # TorchTrainer trial waits for CPUs forever (measured by bench/trial_overhead.py).
     if address:
         kwargs["address"] = address
-    else:
-        kwargs["include_dashboard"] = False
-        if num_cpus is not None:
-            kwargs["num_cpus"] = num_cpus
+    elif num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
 
 
@@ -333,8 +336,12 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 max_concurrent_trials=_concurrency(opts, per_cpu, per_gpu),
                 time_budget_s=opts.time_budget_s,
                 trial_dirname_creator=_trial_dirname,
-                # a fresh process per trial costs seconds; function trainables can be reused
-                reuse_actors=True,
+                # a fresh process per trial costs seconds, so single-worker trials reuse
+                # theirs. A TorchTrainer trial's thread outlives Tune's 2 s reset wait while
+                # its workers shut down; Tune then fails the reuse and the sweep hangs
+                # (measured by bench/trial_overhead.py), and ~30 s of TorchTrainer start-up
+                # dwarfs what reuse would save anyway.
+                reuse_actors=workers == 1,
             ),
             run_config=tune.RunConfig(
                 name=name,

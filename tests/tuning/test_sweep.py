@@ -141,22 +141,24 @@ def test_decode_params_cannot_be_searched(tmp_path: Path, task2_data: Path) -> N
         run_sweep(SweepOptions(space=str(space), data=str(task2_data), samples=1, storage=str(tmp_path)))
 
 
-def test_torch_trainer_trial_with_two_workers(task2_data: Path, tmp_path: Path, ray_session: None) -> None:
+# two trials, one after the other: a reused TorchTrainer trial actor used to hang the sweep
+@pytest.mark.timeout(300)
+def test_torch_trainer_trials_with_two_workers(task2_data: Path, tmp_path: Path, ray_session: None) -> None:
     space = tmp_path / "one.yaml"
     space.write_text(
-        "task: task2\nasha: {max_epochs: 2, grace_period: 1, reduction_factor: 2}\n"
+        "task: task2\nasha: {max_epochs: 2, grace_period: 2, reduction_factor: 2}\n"
         "fixed: {data.image_size: 32, model.channels: 8, model.stages: 2}\n"
         "params:\n  optim.lr: {loguniform: [1.0e-3, 1.0e-2]}\n"
     )
     storage = str(tmp_path / "runs")
     result = run_sweep(
         SweepOptions(
-            space=str(space), data=str(task2_data), samples=1, name="ddp", storage=storage,
-            workers_per_trial=2, cpus_per_trial=0.5,
+            space=str(space), data=str(task2_data), samples=2, name="ddp", storage=storage,
+            workers_per_trial=2, cpus_per_trial=0.5, max_concurrent=1,
         )
     )
     frame = results.load("ddp", storage)
-    assert frame["status"].tolist() == ["completed"] and frame["epochs"].tolist() == [2]
+    assert frame["status"].tolist() == ["completed"] * 2 and frame["epochs"].tolist() == [2, 2]
     # the trial's checkpoint lives in the TorchTrainer run of that trial
     assert "train_runs" in str(frame["checkpoint"][0])
     assert result.best_checkpoint and Path(result.best_checkpoint, "checkpoint.pt").is_file()
