@@ -147,6 +147,10 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 512
     num_threads: int = 0  # torch threads per worker; 0 = leave torch's default
+    # Seconds between checkpoints of the latest state; epochs that improve the monitored
+    # metric and the last epoch are always saved. 0 = every epoch. A checkpoint of task1's
+    # MLP (weights, best weights, Adam state: ~50 MB) cost more than half an epoch.
+    checkpoint_every_s: float = 30.0
 
     # ------------------------------------------------------------------ flat views
     def to_flat(self) -> dict[str, Any]:
@@ -208,6 +212,7 @@ class TrainConfig:
         check(0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)")
         check(self.model.stages >= 1, "model.stages", "must be >= 1")
         check(self.optim.head_epochs >= 0, "optim.head_epochs", "must be >= 0")
+        check(self.checkpoint_every_s >= 0, "checkpoint_every_s", "must be >= 0")
         check(
             self.early_stop.monitor in ("val_f1", "val_acc", "val_loss"),
             "early_stop.monitor",

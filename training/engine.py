@@ -294,6 +294,7 @@ def fit(
     stopped_early = False
     epoch = start_epoch
     checkpoint: dict[str, Any] | None = None
+    last_saved = time.perf_counter()
     for epoch in range(start_epoch, cfg.optim.epochs):
         entered = phases.enter(epoch)
         if entered and epoch > 0 and phases.current == "finetune":
@@ -356,7 +357,16 @@ def fit(
         }
         history.append(metrics)
         checkpoint = None
-        if reporter.rank == 0:  # one copy is enough: every rank holds the same weights
+        # the best weights and the final state are never lost; in between, a crash costs at
+        # most checkpoint_every_s of training
+        due = (
+            improved
+            or stop
+            or epoch + 1 == cfg.optim.epochs
+            or time.perf_counter() - last_saved >= cfg.checkpoint_every_s
+        )
+        if due and reporter.rank == 0:  # one copy is enough: every rank holds the same weights
+            last_saved = time.perf_counter()
             checkpoint = {
                 "model": _state_on_cpu(model),
                 "best_model": best_state,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ from training.data import Preprocessing
 from training.engine import PreparedData, build_model_for, prepare_data
 from training.loop import ArrayLoader, evaluate
 
-__all__ = ["TrainOutcome", "model_from_checkpoint", "run_training", "validation_report"]
+__all__ = [
+    "TrainOutcome",
+    "cpus_per_worker",
+    "model_from_checkpoint",
+    "run_training",
+    "validation_report",
+]
 
 log = logging.getLogger("poketune")
 
@@ -66,6 +73,19 @@ def validation_report(state: dict[str, Any], data: PreparedData) -> str:
     )
 
 
+def cpus_per_worker(num_threads: int, workers: int, node_cpus: list[float]) -> float:
+    """CPUs (and torch threads) for each of ``workers`` Ray Train workers.
+
+    ``num_threads`` (``--set num_threads=N``) when given, else an even share of the
+    cluster's CPUs: one worker on a laptop gets every core (Ray would otherwise pin it to
+    one thread). Capped at the largest node, since a worker runs on one node, and at least
+    one CPU.
+    """
+    largest = max(node_cpus, default=1.0)
+    share = max(1, math.floor(min(largest, sum(node_cpus) / max(workers, 1))))
+    return float(max(1, min(num_threads or share, share)))
+
+
 def run_training(
     cfg: TrainConfig,
     data_dir: str | Path,
@@ -98,8 +118,9 @@ def run_training(
         flush=True,
     )
     init_ray(address, verbose=verbose)
-    # every worker needs at least one CPU; on a small machine don't ask for more than there is
-    cpus = max(1.0, min(float(cfg.num_threads or 1), ray.cluster_resources().get("CPU", 1) / workers))
+    node_cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    cpus = cpus_per_worker(cfg.num_threads, workers, node_cpus)
+    cfg = cfg.replace(num_threads=int(cpus))  # torch's threads match the CPUs reserved
     result = run_torch_trainer(
         cfg,
         data,

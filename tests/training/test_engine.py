@@ -55,7 +55,8 @@ def test_checkpoint_roundtrips_weights_only(task2_prepared: PreparedData, tmp_pa
 
 
 def test_resume_continues_at_next_epoch_with_same_result(task2_prepared: PreparedData) -> None:
-    cfg = _small("task2", **{"optim.epochs": 3, "optim.scheduler": "step", "optim.step_size": 1})
+    cfg = _small("task2", **{"optim.epochs": 3, "optim.scheduler": "step", "optim.step_size": 1,
+                             "checkpoint_every_s": 0})
     full = LocalReporter()
     fit(cfg, task2_prepared, full)
 
@@ -69,6 +70,32 @@ def test_resume_continues_at_next_epoch_with_same_result(task2_prepared: Prepare
     # the scheduler state came back: epoch 3's lr is the full run's epoch 3 lr
     assert resumed.history[0]["lr"] == pytest.approx(full.history[2]["lr"])
     assert resumed.last_checkpoint is not None and len(resumed.last_checkpoint["history"]) == 3
+
+
+class _CheckpointLog(LocalReporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[int] = []
+
+    def report(self, metrics: dict[str, object], checkpoint: dict[str, object] | None) -> None:
+        super().report(metrics, checkpoint)
+        if checkpoint is not None:
+            self.saved.append(int(metrics["epoch"]))  # type: ignore[call-overload]
+
+
+def test_checkpoints_keep_best_and_last_epochs_between_intervals(task2_prepared: PreparedData) -> None:
+    every = _CheckpointLog()
+    fit(_small("task2", **{"optim.epochs": 5, "checkpoint_every_s": 0}), task2_prepared, every)
+    assert every.saved == [1, 2, 3, 4, 5]
+
+    rarely = _CheckpointLog()
+    result = fit(_small("task2", **{"optim.epochs": 5, "checkpoint_every_s": 3600}), task2_prepared, rarely)
+    f1 = [m["val_f1"] for m in rarely.history]
+    improved = [i + 1 for i, v in enumerate(f1) if i == 0 or v > max(f1[:i])]
+    assert rarely.saved == sorted({*improved, 5}) and len(rarely.saved) < 5, f1
+    # what retrain and submit read is complete: the last state and the best weights
+    assert result.checkpoint is not None and result.checkpoint["epoch"] == 5
+    assert result.checkpoint["best_epoch"] == improved[-1]
 
 
 class _StopAfter:

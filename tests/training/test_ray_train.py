@@ -31,6 +31,7 @@ def test_train_cli_two_workers_reports_every_metric_each_epoch(
     # data parallel: each worker trained on half of the images, the throughput counts both
     assert state["preprocessing"]["crop"] == "silhouette"
     assert state["class_names"] == sorted(state["class_names"])
+    assert state["config"]["num_threads"] == 1  # two workers share the two CPUs
 
 
 def test_torch_trainer_run_resumes_by_name(task2_data: Path, tmp_path: Path, ray_session: None) -> None:
@@ -50,6 +51,13 @@ def test_torch_trainer_run_resumes_by_name(task2_data: Path, tmp_path: Path, ray
     assert [m["epoch"] for m in h2] == [1, 2]
     # epoch 1 was not trained again: its record (timings included) is the first run's
     assert h2[0] == h1[0]
+    # the controller was told to collect reports more often than Train's 2 s default (it
+    # reads the driver's environment); bench/seeds.py measures what that saves
+    import os
+
+    from training.ray_worker import TRAIN_POLL_ENV, TRAIN_POLL_S
+
+    assert os.environ[TRAIN_POLL_ENV] == TRAIN_POLL_S
 
 
 def test_train_refuses_to_overwrite_a_run(task2_data: Path, tmp_path: Path) -> None:
@@ -60,3 +68,21 @@ def test_train_refuses_to_overwrite_a_run(task2_data: Path, tmp_path: Path) -> N
     cfg = preset_config("task2", {"optim.epochs": 1})
     with pytest.raises(FileExistsError, match="--out"):
         run_training(cfg, task2_data, out=tmp_path / "old")
+
+
+@pytest.mark.parametrize(
+    ("threads", "workers", "nodes", "expected"),
+    [
+        (0, 1, [2.0], 2.0),  # one worker on a laptop gets every core
+        (0, 2, [2.0], 1.0),
+        (0, 3, [2.0], 1.0),  # never below one CPU
+        (0, 1, [4.0, 4.0, 4.0], 4.0),  # a worker lives on one node: capped at the largest
+        (0, 4, [8.0, 8.0], 4.0),
+        (1, 1, [16.0], 1.0),  # num_threads asks for fewer
+        (32, 1, [16.0], 16.0),  # ...or is capped at what a node has
+    ],
+)
+def test_cpus_per_worker(threads: int, workers: int, nodes: list[float], expected: float) -> None:
+    from training.run import cpus_per_worker
+
+    assert cpus_per_worker(threads, workers, nodes) == expected

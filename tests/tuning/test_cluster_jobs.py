@@ -36,10 +36,11 @@ EPOCHS = 3
 CONCURRENCY = ["--max-concurrent", str(WORKERS)]
 # ~1-2 s an epoch on one CPU: slow enough to kill a node between two epochs of a trial.
 # grace_period == max_epochs: ASHA stops nothing, every trial must reach the last epoch.
+# A checkpoint every epoch, so the restored trial must continue exactly where it stopped.
 SPACE = f"""\
 task: task2
 asha: {{max_epochs: {EPOCHS}, grace_period: {EPOCHS}}}
-fixed: {{data.image_size: 64, model.channels: 64, model.stages: 3}}
+fixed: {{data.image_size: 64, model.channels: 64, model.stages: 3, checkpoint_every_s: 0}}
 params:
   optim.lr: {{loguniform: [1.0e-4, 1.0e-2]}}
 """
