@@ -253,7 +253,7 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
 
     t0 = time.perf_counter()
     seeds, samples, max_epochs, scale = (
-        ([0], 4, 3, 0.05) if quick else ([0, 1, 2, 3, 4], 12, 9, 0.3)
+        ([0], 4, 3, 0.05) if quick else ([0, 1, 2, 3], 12, 27, 0.3)
     )
     out = Path(out)
     root = dataset("task2", scale, out)
@@ -293,6 +293,10 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
         for f in logs.glob("*.log"):
             shutil.copy(f, out / "sweep_efficiency_logs" / f.name)
     ratios = [_ratio([r for r in rows if r["seed"] == seed]) for seed in seeds]
+    by_seed = {
+        seed: {r["strategy"]: r["total_epochs"] for r in rows if r["seed"] == seed}
+        for seed in seeds
+    }
     finite = [r for r in ratios if r != float("inf")]
     png = plot(curves, out / "sweep_efficiency.png")
     if not quick:
@@ -316,6 +320,13 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
             "best val_f1 after the epochs the ASHA sweep used": budget_rows,
         },
         summary={
+            "total_epoch_ratio_per_seed": [
+                round(by_seed[seed]["asha+tpe"] / by_seed[seed]["random"], 3) for seed in seeds
+            ],
+            "equal_budget_asha_at_least_random": sum(
+                b["random_best"] is None or b["asha+tpe_best"] >= b["random_best"]
+                for b in budget_rows
+            ),
             "epoch_ratio_per_seed": [round(r, 3) for r in ratios],
             "epoch_ratio_median": median,
             "epoch_ratio_range": [min(finite), max(finite)] if finite else None,

@@ -68,7 +68,7 @@ def build_optimizer(
     model: nn.Module, cfg: OptimConfig, lr: float | None = None
 ) -> torch.optim.Optimizer:
     """An optimizer over the parameters that currently require grad."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     return OPTIMIZERS.get(cfg.optimizer)(params, cfg, cfg.lr if lr is None else lr)
 
 

@@ -80,7 +80,7 @@ def test_resume_after_killing_the_driver(tmp_path: Path, task2_data: Path) -> No
     for tid, epochs in interrupted.items():
         # continued from its checkpoint: epoch 1 is never trained twice
         assert after[tid].count(1) == 1 and after[tid][-1] == 4, (tid, epochs, after[tid])
-    for tid, epochs in after.items():
+    for epochs in after.values():
         assert epochs[-1] == 4
     # the searcher's history came back too: Optuna knows every trial, old ones included
     study_after = results.load_study("r", storage)
