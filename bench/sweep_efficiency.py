@@ -232,6 +232,9 @@ def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
             where="post",
             color=colors.get(label, "gray"),
             alpha=0.8,
+            # on top and wider: with one seed both strategies start with the same trials
+            zorder=3 if label == "asha+tpe" else 2,
+            linewidth=2.2 if label == "asha+tpe" else 1.2,
             linestyle=_LINESTYLES[seed % len(_LINESTYLES)],
             label=label if label not in seen else None,
         )

@@ -147,3 +147,40 @@ def test_overhead_benchmark_quick_runs_every_path(tmp_path: Path) -> None:
     # the yardstick is the mean of the two plain runs
     assert rows[0]["vs_plain"] + rows[-1]["vs_plain"] == pytest.approx(2.0)
     assert len(doc["targets"]) == 2
+
+
+@pytest.mark.slow
+def test_sweep_efficiency_quick_compares_both_strategies(tmp_path: Path) -> None:
+    assert main(["bench", "sweep_efficiency", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _read(tmp_path, "sweep_efficiency")
+    rows = doc["tables"]["per seed and strategy"]
+    assert sorted(r["strategy"] for r in rows) == ["asha+tpe", "random"]
+    by = {r["strategy"]: r for r in rows}
+    # random search without pruning runs every trial to max_epochs; ASHA never runs more
+    assert by["random"]["total_epochs"] == doc["config"]["samples"] * doc["config"]["max_epochs"]
+    assert by["asha+tpe"]["total_epochs"] <= by["random"]["total_epochs"]
+    # someone found the best, so someone reached the target
+    assert any(r["epochs_to_target"] is not None for r in rows)
+    assert (tmp_path / "sweep_efficiency.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_trial_overhead_quick_measures_both_kinds_of_trial(tmp_path: Path) -> None:
+    assert main(["bench", "trial_overhead", "--quick", "--out", str(tmp_path)]) == 0
+    rows = _read(tmp_path, "trial_overhead")["tables"]["seconds per trial outside training"]
+    assert len(rows) == 3
+    # every trial reported (a hung TorchTrainer sweep shows up as a note and no results)
+    assert all(r["trials_with_results"] == r["trials"] for r in rows), rows
+    assert all(r["overhead_per_trial_s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_code_runs_on_the_cpu(tmp_path: Path) -> None:
+    from bench.gpu import run
+
+    report = run(quick=True, out=tmp_path, device="cpu")
+    assert report.skipped is None
+    packing = report.tables["packing: trials sharing one GPU"]
+    assert [p["trials"] for p in packing] == [1, 4]
+    assert all(p["images_per_wall_s"] > 0 for p in packing)
+    assert len(report.tables["throughput per path"]) == 5
