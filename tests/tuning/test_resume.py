@@ -13,10 +13,12 @@ import pytest
 
 from tuning import results
 
+# ~0.4 s epochs on 2 cores: a trial must still be mid-way when the test looks (0.03 s epochs
+# once finished the whole sweep between two looks)
 SPACE = """
 task: task2
 asha: {max_epochs: 4, grace_period: 4, reduction_factor: 2}
-fixed: {data.image_size: 32, model.channels: 8, model.stages: 2}
+fixed: {data.image_size: 64, model.channels: 32, model.stages: 3}
 params:
   optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
   loss.imbalance: {choice: [none, focal]}
@@ -54,7 +56,7 @@ def test_resume_after_killing_the_driver(tmp_path: Path, task2_data: Path) -> No
             hist = _history("r", storage)
             done = [t for t, e in hist.items() if len(e) == 4]
             partial = [t for t, e in hist.items() if 1 <= len(e) < 4]
-            if len(done) >= 2 and partial:
+            if done and partial:
                 break
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(0.2)
