@@ -23,6 +23,7 @@ __all__ = [
     "TrainOutcome",
     "cpus_per_worker",
     "model_from_checkpoint",
+    "node_cpus",
     "run_training",
     "validation_report",
 ]
@@ -73,6 +74,13 @@ def validation_report(state: dict[str, Any], data: PreparedData) -> str:
     )
 
 
+def node_cpus() -> list[float]:
+    """The CPUs of each live node of the connected Ray cluster."""
+    import ray
+
+    return [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+
+
 def cpus_per_worker(num_threads: int, workers: int, node_cpus: list[float]) -> float:
     """CPUs (and torch threads) for each of ``workers`` Ray Train workers.
 
@@ -98,7 +106,6 @@ def run_training(
     verbose: bool = False,
 ) -> TrainOutcome:
     """Decode/cache the data, train on ``workers`` Ray Train workers, write the checkpoint."""
-    import ray
 
     from training.ray_worker import run_torch_trainer
     from tuning.sweep import init_ray
@@ -118,8 +125,7 @@ def run_training(
         flush=True,
     )
     init_ray(address, verbose=verbose)
-    node_cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    cpus = cpus_per_worker(cfg.num_threads, workers, node_cpus)
+    cpus = cpus_per_worker(cfg.num_threads, workers, node_cpus())
     cfg = cfg.replace(num_threads=int(cpus))  # torch's threads match the CPUs reserved
     result = run_torch_trainer(
         cfg,

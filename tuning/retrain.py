@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import Preprocessing, normalize_batch
 from training.engine import PreparedData, prepare_data
+from training.run import cpus_per_worker, node_cpus
 from tuning import results
 from tuning.predict import MEMBER_PREFIX, inference_state
 from tuning.storage import is_remote, sweep_uri
@@ -215,13 +215,9 @@ def _unused_stamp(root: Path, stamp: str) -> str:
 
 
 def _cpus_per_worker(workers: int) -> float:
-    """The cluster's CPUs shared by the workers, but never more than one node has (a worker
-    asking for more than any node holds would wait forever)."""
-    import ray
-
-    total = ray.cluster_resources().get("CPU", 1)
-    per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=total)
-    return float(max(1, math.floor(min(per_node, total / workers))))
+    """The cluster's CPUs shared by the workers, capped at the largest node (the trial's
+    ``num_threads`` was the sweep's per-trial share, not this run's)."""
+    return cpus_per_worker(0, workers, node_cpus())
 
 
 # ---------------------------------------------------------------------------------- MLflow
