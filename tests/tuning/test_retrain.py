@@ -196,7 +196,9 @@ def test_second_retrain_is_version_2_an_averaging_ensemble(
     assert len(ensemble.members) == 2
     files = [line.split("checkpoint:")[1].strip() for line in cli_out.splitlines() if "checkpoint:" in line]
     members = [load_predictor(f) for f in files]
-    x = torch.as_tensor(np.load(_any_cache(task2_data))[:6]).permute(0, 3, 1, 2).contiguous()
+    prep = members[0].preprocessing
+    x = torch.as_tensor(_cached_images(task2_data, prep.image_size, prep.channels)[:6])
+    x = x.permute(0, 3, 1, 2).contiguous()
     p0, p1 = (m.predict_proba(x) for m in members)
     assert not np.allclose(p0, p1, atol=1e-4)  # different seeds, different models
     np.testing.assert_allclose(ensemble.predict_proba(x), (p0 + p1) / 2, rtol=1e-5, atol=1e-6)
@@ -213,9 +215,14 @@ def test_second_retrain_is_version_2_an_averaging_ensemble(
     assert meta["class_names"] == ensemble.class_names and meta["members"] == 2
 
 
-def _any_cache(root: Path) -> Path:
-    """A decoded train array of the dataset (the sweep cached it)."""
-    return sorted((root / ".poketune_cache").glob("train-*.npy"))[0]
+def _cached_images(root: Path, size: int, channels: int) -> np.ndarray:
+    """Decoded train images of the dataset at ``size`` px (the sweep cached them; other test
+    modules may have cached other sizes of the same shared dataset)."""
+    for path in sorted((root / ".poketune_cache").glob("train-*.npy")):
+        images = np.load(path, mmap_mode="r")
+        if images.shape[1:] == (size, size, channels):
+            return np.asarray(images)
+    raise AssertionError(f"no {size}px cache under {root}")
 
 
 def test_submit_from_the_registry_uses_the_latest_version(
