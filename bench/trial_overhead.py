@@ -83,7 +83,8 @@ def sweep_overhead(
     cfg: TrainConfig, root: Path, work: Path, *, trials: int, workers: int, label: str
 ) -> dict[str, Any]:
     """Per-trial overhead of a sweep.  The sweep runs in a child process with a deadline
-    (45 s per trial, ~2x what a TorchTrainer trial needs on 2 cores): a stuck trial must not hang the suite."""
+    (45 s per trial, ~2x what a TorchTrainer trial needs on 2 cores): a stuck trial must not
+    hang the suite."""
     import ray
 
     name = f"overhead-w{workers}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,6 @@ def test_torch_trainer_run_resumes_by_name(task2_data: Path, tmp_path: Path, ray
     assert h2[0] == h1[0]
     # the controller was told to collect reports more often than Train's 2 s default (it
     # reads the driver's environment); bench/seeds.py measures what that saves
-    import os
-
     from training.ray_worker import TRAIN_POLL_ENV, TRAIN_POLL_S
 
     assert os.environ[TRAIN_POLL_ENV] == TRAIN_POLL_S

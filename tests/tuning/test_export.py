@@ -4,7 +4,6 @@ metric history, tags, models and artifacts, idempotent re-export, unreachable se
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -58,13 +57,13 @@ def sweep(server_launch: PendingServer, task2_data: Path, tmp_path_factory: pyte
     """A tiny real sweep (4 trials, ASHA); returns its storage folder."""
     import ray
 
-    from tuning.sweep import SweepOptions, run_sweep
+    from tuning.sweep import SweepOptions, init_ray, run_sweep
 
     tmp = tmp_path_factory.mktemp("export_sweep")
     space = tmp / "tiny.yaml"
     space.write_text(SPACE)
     storage = str(tmp / "runs")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    init_ray(None, num_cpus=2)  # the product's own Ray settings, as in conftest's ray_session
     try:
         run_sweep(SweepOptions(space=str(space), data=str(task2_data), samples=4, name=NAME, storage=storage))
     finally:
