@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pandas as pd
-
 __all__ = [
     "DEFAULT_OUT",
     "BenchReport",
@@ -85,6 +83,8 @@ class BenchReport:
 
     def table(self) -> str:
         """The tables, fixed-width, then the summary and the targets."""
+        import pandas as pd  # here, not at the top: `poketune bench --help` stays light
+
         lines = [f"== {self.benchmark}{' (quick)' if self.quick else ''} =="]
         if self.skipped:
             lines.append(f"skipped: {self.skipped}")
@@ -182,7 +182,7 @@ def ray_session(num_cpus: int | None = None) -> Iterator[float]:
     """
     import ray
 
-    from tuning.sweep import init_ray
+    from training.ray_session import init_ray
 
     if ray.is_initialized():
         yield 0.0

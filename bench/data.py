@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from bench._common import BenchReport, dataset, stopwatch
+from training.checkpoint import build_model_for
 from training.config import AugmentConfig, TrainConfig
 from training.data import BatchAugment, Preprocessing, load_split
-from training.engine import build_model_for, prepare_data
+from training.engine import prepare_data
 from training.tasks import preset_config
 
 __all__ = ["AUGMENTS", "augment_throughput", "load_times", "main", "run"]

@@ -37,7 +37,6 @@ from bench._common import (
     write_space,
 )
 from training.config import TrainConfig
-from training.data import Preprocessing
 from training.engine import LocalReporter, PreparedData, fit, prepare_data
 from training.models import build_model
 from training.tasks import preset_config
@@ -96,7 +95,7 @@ def plain_pytorch(cfg: TrainConfig, data: PreparedData, device: torch.device) ->
     an argmax pass over the validation set per epoch. Nothing else."""
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    prep = Preprocessing.from_dict(data.preprocessing)
+    prep = data.preprocessing
     mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
     std = torch.tensor(prep.std).view(1, -1, 1, 1)
     x = ((torch.as_tensor(data.x_train).float() / 255 - mean) / std).to(device)

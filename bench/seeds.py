@@ -67,7 +67,7 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
         epochs = 2 if quick else preset.optim.epochs
         with tempfile.TemporaryDirectory(prefix=f"bench-seeds-{seed.task}-") as tmp:
             wall, state = train_cli(seed.task, root, Path(tmp) / "run", overrides)
-        history = state["history"]
+        history = state.history
         epoch_s = sum(float(h["epoch_time_s"]) for h in history)
         rows.append(
             {

@@ -119,7 +119,7 @@ def torch_trainer_overhead(
             if result.checkpoint is None:
                 raise RuntimeError(f"TorchTrainer run {i} reported no checkpoint")
             with result.checkpoint.as_directory() as d:
-                history = load_checkpoint(d)["history"]
+                history = load_checkpoint(d).history
             epochs_s += sum(float(h["epoch_time_s"]) for h in history)
     return {
         "path": "TorchTrainer, 1 worker, no Tune",

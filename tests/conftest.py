@@ -39,7 +39,7 @@ def ray_session() -> Iterator[None]:
     """One local Ray per test module (starting Ray costs seconds)."""
     import ray
 
-    from tuning.sweep import init_ray
+    from training.ray_session import init_ray
 
     init_ray(None, num_cpus=2)  # the product's own Ray settings: what the CLI runs is tested
     try:

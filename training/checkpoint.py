@@ -1,51 +1,158 @@
-"""The explicit checkpoint dict: everything resume, retrain and submit need.
+"""The checkpoint: one typed record from ``fit`` to ``submit``.
 
-Keys: ``model`` (current weights), ``best_model`` (weights of the best epoch so far),
-``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (epochs completed), ``best_epoch``,
-``config`` (flat TrainConfig), ``class_names``, ``preprocessing`` (Preprocessing.to_dict()),
-``history`` (per-epoch metrics), ``early_stop`` (its state), ``source_hash``, ``format``.
-Only tensors and plain Python values, so it loads with ``weights_only=True``.
+``fit`` writes a :class:`Checkpoint` when an epoch is worth keeping, resume reads it back,
+and every later stage (``train``'s report, export, retrain, compare, predict, submit) reads
+the same type. Nothing outside this module knows how it is laid out on disk: the file is a
+plain dict of tensors and Python values (so it loads with ``weights_only=True``) whose keys
+are this dataclass's fields plus ``format``.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import dataclasses
+import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
-__all__ = ["CHECKPOINT_FILE", "FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]
+from training.config import TrainConfig
+from training.data import Preprocessing
+from training.errors import PoketuneError
+from training.files import atomic_write
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "build_model_for",
+    "load_checkpoint",
+]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FORMAT_VERSION = 1
+#: bumped whenever the stored fields change: 1 = the untyped dict, 2 = :class:`Checkpoint`
+FORMAT_VERSION = 2
+
+StateDict = dict[str, Tensor]
 
 
-def save_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
-    """Write ``state`` to ``directory/checkpoint.pt`` atomically (a crash leaves the old one)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT_VERSION, **state}, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+class CheckpointError(PoketuneError, ValueError):
+    """A checkpoint that is missing, unreadable or of another format; names the file."""
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file, or the ``checkpoint.pt`` inside a directory, onto the CPU."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r}")
-    return state
+def build_model_for(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The (untrained) model ``cfg`` describes for ``num_classes`` classes."""
+    from training.models import build_model
+
+    return build_model(
+        cfg.model,
+        in_channels=cfg.in_channels,
+        num_classes=num_classes,
+        image_size=cfg.data.image_size,
+    )
+
+
+@dataclass
+class Checkpoint:
+    """Everything resume, retrain and prediction need, in one record.
+
+    ``model`` holds the weights after ``epoch`` epochs, ``best_model`` the weights of the
+    best epoch so far (``None`` when that is ``model`` itself: an inference checkpoint, or a
+    run without validation). The training-only state (optimizer, scheduler, scaler,
+    early stopping) is empty in an inference checkpoint.
+    """
+
+    config: TrainConfig
+    preprocessing: Preprocessing
+    class_names: list[str]
+    model: StateDict = field(repr=False)
+    best_model: StateDict | None = field(default=None, repr=False)
+    epoch: int = 0  # epochs completed
+    best_epoch: int = 0  # 1-based epoch whose weights ``best_weights`` are
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    optimizer: dict[str, Any] = field(default_factory=dict, repr=False)
+    scheduler: dict[str, Any] = field(default_factory=dict, repr=False)
+    scaler: dict[str, Any] = field(default_factory=dict, repr=False)
+    early_stop: dict[str, Any] = field(default_factory=dict, repr=False)
+    source_hash: str = ""  # the training data's hash (``ImageSet.source_hash``)
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def best_weights(self) -> StateDict:
+        return self.best_model if self.best_model is not None else self.model
+
+    def for_inference(self) -> Checkpoint:
+        """The best weights with what prediction needs (config, classes, preprocessing,
+        history); an Adam state alone is twice the weights, so training state is dropped."""
+        return dataclasses.replace(
+            self,
+            model=self.best_weights,
+            best_model=None,
+            optimizer={},
+            scheduler={},
+            scaler={},
+            early_stop={},
+        )
+
+    def build_model(self, *, best: bool = True) -> nn.Module:
+        """The model in eval mode with its best (or last) weights, on the CPU."""
+        # the checkpoint holds every weight: fetching ImageNet weights first would be wasted
+        # (and fails offline)
+        cfg = self.config.replace(**{"model.pretrained": False, "model.weights_path": None})
+        model = build_model_for(cfg, self.num_classes)
+        model.load_state_dict(self.best_weights if best else self.model)
+        return model.eval()
+
+    # ------------------------------------------------------------------ (de)serialise
+    def _state(self) -> dict[str, Any]:
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state["config"] = self.config.to_flat()
+        state["preprocessing"] = self.preprocessing.to_dict()
+        state["format"] = FORMAT_VERSION
+        return state
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/checkpoint.pt`` atomically (a crash leaves the previous one)."""
+        buf = io.BytesIO()
+        torch.save(self._state(), buf)
+        target = Path(directory) / CHECKPOINT_FILE
+        atomic_write(target, buf.getvalue())
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> Checkpoint:
+        """Read a checkpoint file, or the ``checkpoint.pt`` inside a folder, onto the CPU."""
+        file = Path(path)
+        if file.is_dir():
+            file = file / CHECKPOINT_FILE
+        if not file.is_file():
+            raise CheckpointError(f"no checkpoint at {file}")
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # zip/pickle errors come in many types: all mean unreadable
+            raise CheckpointError(f"{file}: not a readable checkpoint ({exc})") from exc
+        version = state.get("format") if isinstance(state, dict) else None
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{file}: checkpoint format {version!r}, this poketune reads format "
+                f"{FORMAT_VERSION}; retrain it with this version"
+            )
+        state.pop("format")
+        try:
+            state["config"] = TrainConfig.from_flat(state["config"])
+            state["preprocessing"] = Preprocessing.from_dict(state["preprocessing"])
+            return cls(**state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{file}: malformed checkpoint ({exc})") from exc
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """:meth:`Checkpoint.load`, for call sites that read better as a function."""
+    return Checkpoint.load(path)

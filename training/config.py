@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from training.errors import PoketuneError
+
 __all__ = [
     "AugmentConfig",
     "ConfigError",
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(PoketuneError, ValueError):
     """A configuration key or value is invalid; the message names the key."""
 
 
@@ -207,7 +209,7 @@ class TrainConfig:
         check(self.data.image_size >= 8, "data.image_size", "must be >= 8")
         check(self.data.crop in ("none", "silhouette"), "data.crop", "valid: none, silhouette")
         check(self.data.rgba in ("composite", "keep"), "data.rgba", "valid: composite, keep")
-        check(self.data.normalize in ("half", "imagenet"), "data.normalize", "valid: half, imagenet")
+        check(self.data.normalize in ("half", "imagenet", "lite"), "data.normalize", "valid: half, imagenet, lite")
         check(len(self.data.background) == 3, "data.background", "needs 3 values (RGB)")
         check(0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)")
         check(self.model.stages >= 1, "model.stages", "must be >= 1")

@@ -24,14 +24,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from training.checkpoint import save_checkpoint
+from training.checkpoint import Checkpoint, build_model_for
 from training.config import ConfigError, TrainConfig
 from training.data import LoadReport, Preprocessing, load_split, stratified_split
 from training.data.augment import BatchAugment
 from training.early_stopping import EarlyStopping
 from training.loop import ArrayLoader, autocast_for, evaluate, train_one_epoch
 from training.losses import build_criterion, build_sampler
-from training.models import build_model, regularization, set_freeze_depth
+from training.models import regularization, set_freeze_depth
 from training.optim import Scheduler, build_optimizer, build_scheduler
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "LocalReporter",
     "PreparedData",
     "Reporter",
-    "build_model_for",
     "fit",
     "prepare_data",
 ]
@@ -58,12 +57,24 @@ class PreparedData:
     x_val: np.ndarray
     y_val: np.ndarray
     class_names: list[str]
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     source_hash: str
+    # pixels that augmentation moves in from outside the frame: the background colour where
+    # images were composited over it (task1's white), else black/transparent as before
+    augment_fill: tuple[float, ...] = ()
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def augment_fill(prep: Preprocessing, report: LoadReport) -> tuple[float, ...]:
+    """The fill for :class:`BatchAugment`: :attr:`Preprocessing.fill` when some images had
+    transparency that compositing replaced by the background, else zeros (opaque photos such
+    as CIFAR-10 have no background colour to continue)."""
+    if prep.rgba == "composite" and report.transparent > 0:
+        return prep.fill
+    return (0.0,) * prep.channels
 
 
 def prepare_data(
@@ -87,8 +98,9 @@ def prepare_data(
         x_val=x[va],
         y_val=y[va],
         class_names=list(images.class_names),
-        preprocessing=images.preprocessing.to_dict(),
+        preprocessing=images.preprocessing,
         source_hash=images.source_hash,
+        augment_fill=augment_fill(images.preprocessing, images.report),
     )
     return data, images.report
 
@@ -99,9 +111,9 @@ class Reporter(Protocol):
     rank: int
     world_size: int
 
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None: ...
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None: ...
 
-    def load_checkpoint(self) -> dict[str, Any] | None: ...
+    def load_checkpoint(self) -> Checkpoint | None: ...
 
 
 @dataclass
@@ -110,22 +122,22 @@ class LocalReporter:
 
     out_dir: Path | None = None
     on_epoch: Callable[[dict[str, Any]], None] | None = None
-    resume_from: dict[str, Any] | None = None
+    resume_from: Checkpoint | None = None
     rank: int = 0
     world_size: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)
-    last_checkpoint: dict[str, Any] | None = None
+    last_checkpoint: Checkpoint | None = None
 
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
         self.history.append(metrics)
         if checkpoint is not None:
             self.last_checkpoint = checkpoint
             if self.out_dir is not None:
-                save_checkpoint(checkpoint, self.out_dir)
+                checkpoint.save(self.out_dir)
         if self.on_epoch is not None:
             self.on_epoch(metrics)
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    def load_checkpoint(self) -> Checkpoint | None:
         return self.resume_from
 
 
@@ -135,16 +147,7 @@ class FitResult:
     history: list[dict[str, Any]]
     best_epoch: int
     stopped_early: bool
-    checkpoint: dict[str, Any] | None
-
-
-def build_model_for(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    return build_model(
-        cfg.model,
-        in_channels=cfg.in_channels,
-        num_classes=num_classes,
-        image_size=cfg.data.image_size,
-    )
+    checkpoint: Checkpoint | None
 
 
 def _seed_everything(seed: int) -> None:
@@ -209,58 +212,67 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-def fit(
-    cfg: TrainConfig,
-    data: PreparedData,
-    reporter: Reporter | None = None,
-    *,
-    device: torch.device | None = None,
-) -> FitResult:
-    """Train ``cfg`` on ``data``, reporting metrics and a checkpoint dict every epoch.
+@dataclass
+class _Run:
+    """What changes from epoch to epoch, and what a checkpoint saves of it."""
 
-    Resumes from ``reporter.load_checkpoint()`` when it returns one: the next epoch is the
-    one after the checkpoint's, with optimizer, scheduler, early-stopping state and the
-    best weights restored.
-    """
-    reporter = reporter or LocalReporter()
-    device = device or _device()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    _seed_everything(cfg.seed + reporter.rank)
-    prep = Preprocessing.from_dict(data.preprocessing)
-    if prep.channels != cfg.in_channels:
-        raise ConfigError(
-            f"data.rgba={cfg.data.rgba!r} needs {cfg.in_channels} channels but the data has "
-            f"{prep.channels}"
-        )
+    model: nn.Module
+    phases: _Phases
+    early: EarlyStopping
+    scaler: torch.amp.GradScaler | None
+    channels_last: bool
+    has_val: bool
+    start_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
+
+def _build(cfg: TrainConfig, data: PreparedData, device: torch.device) -> _Run:
+    """The model on ``device``, its phases, early stopping and (fp16 AMP) grad scaler."""
     model = build_model_for(cfg, data.num_classes).to(device)
     # channels_last speeds convolutions up on GPUs (tensor cores) and costs nothing for MLPs
     channels_last = device.type == "cuda" and cfg.model.name != "mlp"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     has_val = len(data.y_val) > 0
-    phases = _Phases(cfg, model, has_val=has_val)
-
-    start_epoch, history = 0, []
-    early = EarlyStopping(cfg.early_stop)
-    best_state: dict[str, torch.Tensor] | None = None
     _, needs_scaler = autocast_for(device, cfg.optim.amp)
-    scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
+    return _Run(
+        model=model,
+        phases=_Phases(cfg, model, has_val=has_val),
+        early=EarlyStopping(cfg.early_stop),
+        scaler=torch.amp.GradScaler("cuda") if needs_scaler else None,
+        channels_last=channels_last,
+        has_val=has_val,
+    )
 
-    resume = reporter.load_checkpoint()
-    if resume is not None:
-        start_epoch = int(resume["epoch"])
-        model.load_state_dict(resume["model"])
-        phases.enter(max(start_epoch - 1, 0))
-        phases.optimizer.load_state_dict(resume["optimizer"])
-        phases.scheduler.load_state_dict(resume["scheduler"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        early.load_state_dict(resume["early_stop"])
-        best_state = resume.get("best_model")
-        history = list(resume["history"])
 
+def _restore(run: _Run, ckpt: Checkpoint) -> None:
+    """Continue after ``ckpt``'s epoch with its weights, optimizer, scheduler, early-stopping
+    state and best weights."""
+    run.start_epoch = ckpt.epoch
+    run.model.load_state_dict(ckpt.model)
+    run.phases.enter(max(ckpt.epoch - 1, 0))
+    run.phases.optimizer.load_state_dict(ckpt.optimizer)
+    run.phases.scheduler.load_state_dict(ckpt.scheduler)
+    if run.scaler is not None and ckpt.scaler:
+        run.scaler.load_state_dict(ckpt.scaler)
+    run.early.load_state_dict(ckpt.early_stop)
+    run.best_state = ckpt.best_model
+    run.history = list(ckpt.history)
+
+
+@dataclass
+class _Batches:
+    train: ArrayLoader
+    val: ArrayLoader
+    criterion: nn.Module
+    augment: BatchAugment
+
+
+def _batches(
+    cfg: TrainConfig, data: PreparedData, reporter: Reporter, device: torch.device, start_epoch: int
+) -> _Batches:
+    """Loaders over the in-memory arrays, the criterion and augmentation."""
     # Data stays in host memory on CPU; on a GPU a small set moves there once
     on_device = device.type == "cuda" and data.x_train.nbytes < 2 * 1024**3
     store = device if on_device else torch.device("cpu")
@@ -280,22 +292,76 @@ def fit(
     # the sampler's generator advances once per epoch: replay it on resume for the same order
     for _ in range(start_epoch):
         list(sampler)
-    train_loader = ArrayLoader(
-        x_train, y_train, cfg.optim.batch_size, sampler, reporter.rank, reporter.world_size
+    fill = data.augment_fill or (0.0,)
+    return _Batches(
+        train=ArrayLoader(
+            x_train, y_train, cfg.optim.batch_size, sampler, reporter.rank, reporter.world_size
+        ),
+        val=ArrayLoader(x_val, y_val, cfg.eval_batch_size, None, reporter.rank, reporter.world_size),
+        criterion=criterion,
+        augment=BatchAugment(cfg.augment, data.num_classes, fill=fill),
     )
-    val_loader = ArrayLoader(
-        x_val, y_val, cfg.eval_batch_size, None, reporter.rank, reporter.world_size
+
+
+def _checkpoint(run: _Run, cfg: TrainConfig, data: PreparedData, epoch: int) -> Checkpoint:
+    """The state after 0-based ``epoch``, on the CPU."""
+    return Checkpoint(
+        config=cfg,
+        preprocessing=data.preprocessing,
+        class_names=list(data.class_names),
+        model=_state_on_cpu(run.model),
+        best_model=run.best_state,
+        epoch=epoch + 1,
+        best_epoch=(run.early.best_epoch if run.has_val else epoch) + 1,
+        history=copy.deepcopy(run.history),
+        optimizer=run.phases.optimizer.state_dict(),
+        scheduler=run.phases.scheduler.state_dict(),
+        scaler=run.scaler.state_dict() if run.scaler is not None else {},
+        early_stop=run.early.state_dict(),
+        source_hash=data.source_hash,
     )
-    augment = BatchAugment(cfg.augment, data.num_classes)
+
+
+def fit(
+    cfg: TrainConfig,
+    data: PreparedData,
+    reporter: Reporter | None = None,
+    *,
+    device: torch.device | None = None,
+) -> FitResult:
+    """Train ``cfg`` on ``data``, reporting metrics every epoch and a :class:`Checkpoint`
+    whenever one is due.
+
+    Resumes from ``reporter.load_checkpoint()`` when it returns one: the next epoch is the
+    one after the checkpoint's, with optimizer, scheduler, early-stopping state and the
+    best weights restored.
+    """
+    reporter = reporter or LocalReporter()
+    device = device or _device()
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    _seed_everything(cfg.seed + reporter.rank)
+    prep = data.preprocessing
+    if prep.channels != cfg.in_channels:
+        raise ConfigError(
+            f"data.rgba={cfg.data.rgba!r} needs {cfg.in_channels} channels but the data has "
+            f"{prep.channels}"
+        )
+    run = _build(cfg, data, device)
+    resume = reporter.load_checkpoint()
+    if resume is not None:
+        _restore(run, resume)
+    batches = _batches(cfg, data, reporter, device, run.start_epoch)
+    model, phases, early = run.model, run.phases, run.early
     extra_loss = functools.partial(regularization, model)
     distributed = reporter.world_size > 1 and dist.is_available() and dist.is_initialized()
     ddp: nn.Module = model
 
     stopped_early = False
-    epoch = start_epoch
-    checkpoint: dict[str, Any] | None = None
+    epoch = run.start_epoch
+    checkpoint: Checkpoint | None = None
     last_saved = time.perf_counter()
-    for epoch in range(start_epoch, cfg.optim.epochs):
+    for epoch in range(run.start_epoch, cfg.optim.epochs):
         entered = phases.enter(epoch)
         if entered and epoch > 0 and phases.current == "finetune":
             # fine-tuning gets its own patience, as a second Keras fit() would; the best value
@@ -309,41 +375,40 @@ def fit(
         t0 = time.perf_counter()
         train_metrics = train_one_epoch(
             ddp,
-            train_loader,
-            criterion,
+            batches.train,
+            batches.criterion,
             phases.optimizer,
             device,
             prep,
-            augment=augment if augment.enabled else None,
+            augment=batches.augment if batches.augment.enabled else None,
             amp=cfg.optim.amp,
-            scaler=scaler,
+            scaler=run.scaler,
             regularization=extra_loss,
-            channels_last=channels_last,
+            channels_last=run.channels_last,
         )
         train_time = time.perf_counter() - t0
-        if has_val:
-            result = evaluate(
+        if run.has_val:
+            val = evaluate(
                 model,
-                val_loader,
+                batches.val,
                 device,
                 prep,
                 num_classes=data.num_classes,
                 amp=cfg.optim.amp,
-                channels_last=channels_last,
-            )
-            val = result.metrics()
+                channels_last=run.channels_last,
+            ).metrics()
         else:
             val = {"val_loss": math.nan, "val_f1": math.nan, "val_acc": math.nan}
         lr = phases.optimizer.param_groups[0]["lr"]
-        monitored = val[cfg.early_stop.monitor] if has_val else train_metrics["train_loss"]
+        monitored = val[cfg.early_stop.monitor] if run.has_val else train_metrics["train_loss"]
         phases.scheduler.step(monitored)
-        improved = early.update(epoch, val) if has_val else True
+        improved = early.update(epoch, val) if run.has_val else True
         if improved:
-            best_state = _state_on_cpu(model)
+            run.best_state = _state_on_cpu(model)
         # early stopping ends fine-tuning; it never cuts the head phase short (that would skip
         # fine-tuning altogether) unless the whole run is head-only
         in_head = phases.current == "head" and cfg.optim.head_epochs < cfg.optim.epochs
-        stop = has_val and not in_head and early.should_stop(epoch)
+        stop = run.has_val and not in_head and early.should_stop(epoch)
         metrics = {
             "epoch": epoch + 1,
             "train_loss": train_metrics["train_loss"],
@@ -351,11 +416,11 @@ def fit(
             "lr": lr,
             "epoch_time_s": time.perf_counter() - t0,
             "train_images_per_s": train_metrics["train_images"] * reporter.world_size / train_time,
-            "best_val_f1": max([h["val_f1"] for h in history] + [val["val_f1"]]),
+            "best_val_f1": max([h["val_f1"] for h in run.history] + [val["val_f1"]]),
             "phase": phases.current or "finetune",
             "early_stopped": bool(stop),
         }
-        history.append(metrics)
+        run.history.append(metrics)
         checkpoint = None
         # the best weights and the final state are never lost; in between, a crash costs at
         # most checkpoint_every_s of training
@@ -367,32 +432,18 @@ def fit(
         )
         if due and reporter.rank == 0:  # one copy is enough: every rank holds the same weights
             last_saved = time.perf_counter()
-            checkpoint = {
-                "model": _state_on_cpu(model),
-                "best_model": best_state,
-                "optimizer": phases.optimizer.state_dict(),
-                "scheduler": phases.scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-                "epoch": epoch + 1,
-                "best_epoch": (early.best_epoch if has_val else epoch) + 1,
-                "config": cfg.to_flat(),
-                "class_names": list(data.class_names),
-                "preprocessing": dict(data.preprocessing),
-                "history": copy.deepcopy(history),
-                "early_stop": early.state_dict(),
-                "source_hash": data.source_hash,
-            }
+            checkpoint = _checkpoint(run, cfg, data, epoch)
         reporter.report(metrics, checkpoint)
         if stop:
             stopped_early = True
             break
 
-    if cfg.early_stop.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
+    if cfg.early_stop.restore_best and run.best_state is not None:
+        model.load_state_dict(run.best_state)
     return FitResult(
         model=model,
-        history=history,
-        best_epoch=(early.best_epoch if has_val else epoch) + 1,
+        history=run.history,
+        best_epoch=(early.best_epoch if run.has_val else epoch) + 1,
         stopped_early=stopped_early,
         checkpoint=checkpoint,
     )

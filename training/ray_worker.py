@@ -1,8 +1,8 @@
 """Ray adapters around :func:`training.engine.fit`.
 
 They only wire objects: the Tune/Train config dict becomes a :class:`TrainConfig` here, the
-dataset comes out of the object store, and a :class:`RayReporter` turns the checkpoint dict
-into a Ray ``Checkpoint``. The same ``fit`` runs in both places:
+dataset comes out of the object store, and a :class:`RayReporter` turns poketune's
+:class:`~training.checkpoint.Checkpoint` into a Ray checkpoint folder. The same ``fit`` runs in both places:
 
 * ``train_loop_per_worker`` — each worker of a ``TorchTrainer`` (data-parallel, gloo/NCCL);
 * ``tune_trial`` — inside a Tune trial process (single worker, no TorchTrainer start-up cost).
@@ -14,16 +14,16 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ray
 import ray.train
 import ray.tune
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint as RayCheckpoint
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import Checkpoint
 from training.config import TrainConfig
 from training.engine import PreparedData, fit
 
@@ -56,12 +56,12 @@ class RayReporter:
     """
 
     report_fn: Callable[..., None]
-    get_checkpoint_fn: Callable[[], Checkpoint | None]
+    get_checkpoint_fn: Callable[[], RayCheckpoint | None]
     rank: int = 0
     world_size: int = 1
     echo: bool = False
 
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
         if self.echo and self.rank == 0:
             print(format_epoch(metrics), flush=True)
         # which node ran each epoch: Tune's own node_ip is the same for every node of a host,
@@ -71,15 +71,15 @@ class RayReporter:
             self.report_fn(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(checkpoint, tmp)
-            self.report_fn(metrics, checkpoint=Checkpoint.from_directory(tmp))
+            checkpoint.save(tmp)
+            self.report_fn(metrics, checkpoint=RayCheckpoint.from_directory(tmp))
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    def load_checkpoint(self) -> Checkpoint | None:
         ckpt = self.get_checkpoint_fn()
         if ckpt is None:
             return None
         with ckpt.as_directory() as d:
-            return load_checkpoint(Path(d))
+            return Checkpoint.load(d)
 
 
 def _resolve(data: Any) -> PreparedData:

@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from training.errors import PoketuneError
+
 __all__ = ["Registry", "UnknownNameError"]
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError, ValueError):
+class UnknownNameError(PoketuneError, KeyError, ValueError):
     """Raised for a name nobody registered; the message lists the valid names."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message

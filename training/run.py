@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from sklearn.metrics import classification_report
 
-from training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from training.checkpoint import CHECKPOINT_FILE, Checkpoint
 from training.config import TrainConfig
-from training.data import Preprocessing
-from training.engine import PreparedData, build_model_for, prepare_data
-from training.loop import ArrayLoader, evaluate
+from training.engine import prepare_data
+from training.evaluation import evaluate_checkpoint
+from training.models import check_pretrained_offline
 
 __all__ = [
     "TrainOutcome",
-    "cpus_per_worker",
-    "model_from_checkpoint",
-    "node_cpus",
     "run_training",
-    "validation_report",
 ]
 
 log = logging.getLogger("poketune")
@@ -38,60 +31,6 @@ class TrainOutcome:
     report: str
     best_epoch: int
     wall_time_s: float
-
-
-def model_from_checkpoint(
-    state: dict[str, Any], *, best: bool = True
-) -> tuple[torch.nn.Module, TrainConfig]:
-    """Rebuild the model a checkpoint dict describes, with its best (or last) weights."""
-    cfg = TrainConfig.from_flat(state["config"])
-    # the checkpoint holds every weight: fetching ImageNet weights first would be wasted (and
-    # fails offline)
-    cfg = cfg.replace(**{"model.pretrained": False, "model.weights_path": None})
-    model = build_model_for(cfg, len(state["class_names"]))
-    weights = state.get("best_model") if best else None
-    model.load_state_dict(weights if weights is not None else state["model"])
-    return model.eval(), cfg
-
-
-def validation_report(state: dict[str, Any], data: PreparedData) -> str:
-    """scikit-learn's per-class report of the checkpoint's best model on ``data``'s val split."""
-    model, cfg = model_from_checkpoint(state)
-    loader = ArrayLoader(torch.as_tensor(data.x_val), torch.as_tensor(data.y_val), cfg.eval_batch_size)
-    device = torch.device("cpu")
-    res = evaluate(
-        model, loader, device, Preprocessing.from_dict(data.preprocessing), num_classes=data.num_classes
-    )
-    return str(
-        classification_report(
-            res.y_true,
-            res.y_pred,
-            labels=np.arange(data.num_classes),
-            target_names=data.class_names,
-            zero_division=0,
-            digits=3,
-        )
-    )
-
-
-def node_cpus() -> list[float]:
-    """The CPUs of each live node of the connected Ray cluster."""
-    import ray
-
-    return [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
-
-
-def cpus_per_worker(num_threads: int, workers: int, node_cpus: list[float]) -> float:
-    """CPUs (and torch threads) for each of ``workers`` Ray Train workers.
-
-    ``num_threads`` (``--set num_threads=N``) when given, else an even share of the
-    cluster's CPUs: one worker on a laptop gets every core (Ray would otherwise pin it to
-    one thread). Capped at the largest node, since a worker runs on one node, and at least
-    one CPU.
-    """
-    largest = max(node_cpus, default=1.0)
-    share = max(1, math.floor(min(largest, sum(node_cpus) / max(workers, 1))))
-    return float(max(1, min(num_threads or share, share)))
 
 
 def run_training(
@@ -107,11 +46,13 @@ def run_training(
 ) -> TrainOutcome:
     """Decode/cache the data, train on ``workers`` Ray Train workers, write the checkpoint."""
 
+    from training.ray_session import cpus_per_worker, init_ray, node_cpus, torch_threads
     from training.ray_worker import run_torch_trainer
-    from tuning.sweep import init_ray
 
     t0 = _dt.datetime.now()
     out_dir = Path(out or Path("poketune_runs") / "train" / f"{cfg.task}-{t0:%Y%m%d-%H%M%S}").resolve()
+    # before decoding and Ray: otherwise every worker fails, deep in a Ray traceback
+    check_pretrained_offline(cfg.model, task=cfg.task)
     if (out_dir / CHECKPOINT_FILE).exists():
         # Ray Train would silently *continue* the old run under the same name
         raise FileExistsError(f"{out_dir} already holds a trained model; choose another --out")
@@ -126,7 +67,7 @@ def run_training(
     )
     init_ray(address, verbose=verbose)
     cpus = cpus_per_worker(cfg.num_threads, workers, node_cpus())
-    cfg = cfg.replace(num_threads=int(cpus))  # torch's threads match the CPUs reserved
+    cfg = cfg.replace(num_threads=torch_threads(cpus))  # torch's threads match the CPUs reserved
     result = run_torch_trainer(
         cfg,
         data,
@@ -139,12 +80,14 @@ def run_training(
     if result.checkpoint is None:
         raise RuntimeError(f"training reported no checkpoint (see {result.path})")
     with result.checkpoint.as_directory() as d:
-        state = load_checkpoint(d)
-    final = save_checkpoint(state, out_dir)
+        ckpt = Checkpoint.load(d)
+    final = ckpt.save(out_dir)
     return TrainOutcome(
         checkpoint_path=final,
-        history=list(state["history"]),
-        report=validation_report(state, data) if len(data.y_val) else "",
-        best_epoch=int(state["best_epoch"]),
+        history=list(ckpt.history),
+        report=evaluate_checkpoint(ckpt, data, device=torch.device("cpu")).report()
+        if len(data.y_val)
+        else "",
+        best_epoch=ckpt.best_epoch,
         wall_time_s=(_dt.datetime.now() - t0).total_seconds(),
     )

@@ -7,7 +7,7 @@ from typing import Any
 from training.config import TrainConfig
 from training.registry import Registry
 
-__all__ = ["TASKS", "preset_config"]
+__all__ = ["OFFLINE_PRESETS", "TASKS", "preset_config"]
 
 #: task name → flat dotted overrides of TrainConfig's defaults
 TASKS: Registry[dict[str, Any]] = Registry("task")
@@ -68,6 +68,32 @@ TASKS.register("task3")(
         "early_stop.start_epoch": 10,
     }
 )
+TASKS.register("task3_lite")(
+    {  # task 3 on a fresh machine: EfficientNet-Lite0, whose ImageNet weights ship with poketune
+        # (no torch hub cache, no network); 160 px keeps a CPU epoch short (nominal: 224)
+        "model.name": "efficientnet_lite0",
+        "model.head_hidden": [256],
+        "model.head_dropout": [0.3],
+        # after the head phase the last 3 of 9 stages train: MBConv stages 6-7 + the 1×1 conv
+        "model.freeze_depth": 3,
+        "model.pretrained": True,
+        "data.image_size": 160,
+        "data.normalize": "lite",  # (x - 127) / 128, what the Lite weights were trained on
+        "loss.imbalance": "sampler",
+        "optim.optimizer": "adam",
+        "optim.lr": 1e-3,  # head phase: only the new head learns
+        "optim.head_epochs": 3,
+        "optim.finetune_lr": 1e-4,
+        "optim.scheduler": "plateau",
+        "optim.batch_size": 32,
+        "optim.epochs": 30,
+        "augment.hflip": 0.5,
+        "augment.rotation": 15.0,
+        "augment.color_jitter": 0.2,
+        "early_stop.patience": 5,
+        "early_stop.start_epoch": 10,
+    }
+)
 TASKS.register("cifar10_cnn")(
     {  # the study's from-scratch CNN: up to 20 epochs, 20% validation
         "model.name": "cnn",
@@ -112,6 +138,40 @@ TASKS.register("cifar10_transfer")(
         "early_stop.restore_best": True,
     }
 )
+
+TASKS.register("cifar10_lite")(
+    {  # cifar10_transfer with EfficientNet-Lite2 (B2's width/depth scaling, offline weights);
+        # everything else as in cifar10_transfer so the two compare
+        "model.name": "efficientnet_lite2",
+        "model.head_hidden": [128, 256],
+        "model.head_dropout": [0.2, 0.0],
+        "model.head_l2": 1e-3,
+        "model.freeze_depth": -1,
+        "model.pretrained": True,
+        "data.layout": "cifar10",
+        "data.image_size": 128,
+        "data.normalize": "lite",
+        "data.val_fraction": 0.2,
+        "optim.optimizer": "adam",
+        "optim.lr": 1e-3,
+        "optim.head_epochs": 4,
+        "optim.finetune_lr": 5e-6,
+        "optim.scheduler": "plateau",
+        "optim.plateau_factor": 0.5,
+        "optim.plateau_patience": 2,
+        "optim.min_lr": 1e-8,
+        "optim.batch_size": 128,
+        "optim.epochs": 18,
+        "early_stop.monitor": "val_loss",
+        "early_stop.patience": 3,
+        "early_stop.min_delta": 1e-5,
+        "early_stop.restore_best": True,
+    }
+)
+
+#: preset whose pretrained torchvision backbone needs a download → its offline Lite counterpart
+#: (named by the error that stops a run which cannot get the weights)
+OFFLINE_PRESETS: dict[str, str] = {"task3": "task3_lite", "cifar10_transfer": "cifar10_lite"}
 
 
 def preset_config(task: str, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from training.errors import PoketuneError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -40,7 +42,7 @@ _SQLITE = "sqlite:///"
 _DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
-class MlflowUnreachableError(RuntimeError):
+class MlflowUnreachableError(PoketuneError, RuntimeError):
     """The tracking store cannot be reached or written; nothing was exported."""
 
 

@@ -1,18 +1,30 @@
 """``poketune``: parse arguments, build a config, call one function.
 
 Each subcommand lives in ``tuning/commands/<name>.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``; this file only collects them.
+``run(args) -> int``; this file only collects them. A command's module is imported only when
+that command is parsed, and its heavy modules (Ray, torch, pandas, MLflow, Optuna) only when it
+runs, so ``poketune --help`` and ``poketune score --help`` start in a fraction of a second.
+
+Errors: the user's mistakes (:data:`USER_ERRORS`, a :class:`~training.errors.PoketuneError`: a bad key,
+file, URI, space or submission)
+print as one line and exit 2; anything else is a bug and keeps its traceback (``-v`` shows the
+traceback of user errors too).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+from training.errors import PoketuneError
+
+__all__ = ["COMMANDS", "USER_ERRORS", "build_parser", "main"]
 
 #: subcommand → (module under tuning.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,26 +40,52 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "run the benchmarks in bench/"),
 }
 
+#: what the CLI prints as one line: every user-facing error class subclasses PoketuneError
+#: (ConfigError, DataError, ModelURIError, SubmissionError, ...); a missing or existing file is
+#: the user's too
+USER_ERRORS: tuple[type[BaseException], ...] = (PoketuneError, FileNotFoundError, FileExistsError)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: its module adds the arguments the first time it parses."""
+
+    command_module: str | None = None
+
+    def load(self) -> None:
+        if self.command_module is None:
+            return
+        module = importlib.import_module(self.command_module)
+        self.command_module = None
+        module.add_arguments(self)
+        self.set_defaults(_run=module.run)
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        self.load()
+        return super().parse_known_args(args, namespace)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poketune", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
     for name, (module, help_text) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"tuning.commands.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tuning.commands.{module}":
-                raise
+        qualified = f"tuning.commands.{module}"
+        if importlib.util.find_spec(qualified) is None:  # a command left out of this install
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.command_module = qualified
         p.add_argument("-v", "--verbose", action="store_true", help="full Ray/MLflow logging")
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
     return parser
 
 
 def _quiet() -> None:
-    """Ray, Tune, Optuna and MLflow are chatty by default; ``-v`` brings everything back."""
+    """Ray, Tune, Optuna and MLflow are chatty by default; ``-v`` brings everything back.
+
+    Called only once a command runs (``--help`` never gets here): it imports Optuna.
+    """
     # Tune's own tables and banners: poketune prints its own progress lines
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # with CheckpointConfig(num_to_keep=1) Tune snapshots the experiment at every trial
@@ -57,6 +95,7 @@ def _quiet() -> None:
     for name in ("ray", "ray.tune", "ray.train", "mlflow", "optuna", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
+        # optuna resets its logger's level when first imported: set it afterwards
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -78,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; a sweep can be continued with --resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
-        if args.verbose:
-            raise
+    except Exception as exc:
+        if args.verbose or not isinstance(exc, USER_ERRORS):
+            raise  # a bug of ours: the traceback says where
         print(f"poketune {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

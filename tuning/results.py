@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.errors import PoketuneError
 from tuning.space import SearchSpace, load_space
 from tuning.storage import SWEEP_META, SWEEP_SPACE, local_copy, sweep_uri
 
@@ -33,7 +34,7 @@ __all__ = [
 STATUSES = ("completed", "stopped_asha", "early_stopped", "errored", "running", "pending")
 
 
-class SweepNotFoundError(FileNotFoundError):
+class SweepNotFoundError(PoketuneError, FileNotFoundError):
     pass
 
 

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import Checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import Preprocessing, normalize_batch
 from training.engine import PreparedData, prepare_data
-from training.run import cpus_per_worker, node_cpus
+from training.ray_session import cpus_per_worker, node_cpus, torch_threads
 from tuning import results
-from tuning.predict import MEMBER_PREFIX, inference_state
+from tuning.resolve import MEMBER_PREFIX
 from tuning.storage import is_remote, sweep_uri
 
 __all__ = [
@@ -95,13 +95,12 @@ def _trial_config_from_params(sweep: results.Sweep, trial_dir: str) -> TrainConf
 
 
 def _trial_config(sweep: results.Sweep, row: pd.Series) -> tuple[TrainConfig, str]:
-    """The config the trial really trained with: its checkpoint's, else rebuilt from params."""
+    """The config the trial really trained with: its checkpoint's, else rebuilt from params
+    (a trial that never checkpointed; a checkpoint that cannot be read is an error: retraining
+    a config other than the one that scored would be silently wrong)."""
     ckpt = row.get("checkpoint")
     if isinstance(ckpt, str) and not is_remote(ckpt) and Path(ckpt).exists():
-        try:
-            return TrainConfig.from_flat(load_checkpoint(ckpt)["config"]), "checkpoint"
-        except (FileNotFoundError, ValueError, KeyError):
-            pass  # an unreadable checkpoint: the params still say what the trial was
+        return Checkpoint.load(ckpt).config, "checkpoint"
     return _trial_config_from_params(sweep, str(row["trial_dir"])), "params"
 
 
@@ -199,9 +198,9 @@ def _train_seed(
     if result.checkpoint is None:
         raise RuntimeError(f"retraining reported no checkpoint (see {result.path})")
     with result.checkpoint.as_directory() as d:
-        state = load_checkpoint(d)
-    path = save_checkpoint(inference_state(state), local_dir)
-    return path, list(state["history"]), str(result.path)
+        ckpt = Checkpoint.load(d)
+    path = ckpt.for_inference().save(local_dir)
+    return path, list(ckpt.history), str(result.path)
 
 
 def _unused_stamp(root: Path, stamp: str) -> str:
@@ -261,8 +260,8 @@ def _log_and_register(
     from tuning.export import Tags
 
     source = result.source
-    prep = Preprocessing.from_dict(data.preprocessing)
-    cfg = TrainConfig.from_flat(load_checkpoint(result.checkpoints[0])["config"])
+    prep = data.preprocessing
+    cfg = Checkpoint.load(result.checkpoints[0]).config
     # the export's tag names, so a sweep's trial runs and its retrains are found the same way
     tags = {
         Tags.KIND: "retrain",
@@ -348,8 +347,8 @@ def retrain(
     ensemble version of ``registered_name`` (default ``poketune-<task>``); without it only
     the local checkpoints are written.
     """
+    from training.ray_session import init_ray
     from tuning._mlflow import ensure_reachable
-    from tuning.sweep import init_ray
 
     t0 = _dt.datetime.now()
     if seeds < 1:
@@ -388,7 +387,7 @@ def retrain(
     seed_list = [base.seed + k for k in range(seeds)]
     checkpoints, histories, run_dirs = [], [], []
     for seed in seed_list:
-        cfg = retrain_config(source, epochs=n_epochs, seed=seed, num_threads=int(cpus))
+        cfg = retrain_config(source, epochs=n_epochs, seed=seed, num_threads=torch_threads(cpus))
         run_name = f"{stamp}-seed{seed}"
         path, history, run_dir = _train_seed(
             cfg,

@@ -8,11 +8,11 @@ reports reach Tune through ``TuneReportCallback``. Both run the same ``fit``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import json
 import logging
-import math
 import os
 import shutil
 from collections.abc import Callable
@@ -28,9 +28,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from training.config import ConfigError, TrainConfig
 from training.engine import prepare_data
+from training.models import check_pretrained_offline
+from training.ray_session import default_storage, init_ray, torch_threads
 from training.registry import Registry
 from tuning._progress import ProgressPrinter
 from tuning.space import SearchSpace, load_space
+from tuning.space._load import SHARED_REASON
 from tuning.storage import SWEEP_META, SWEEP_SPACE, resolve_storage, sweep_uri, write_text
 
 __all__ = [
@@ -44,13 +47,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("poketune")
-
-#: decode-time data keys: trials share one decoded dataset, so these cannot vary per trial
-_SHARED_DATA_KEYS = ("data.image_size", "data.crop", "data.rgba", "data.background", "data.layout")
-
-
-def default_storage() -> str:
-    return str(Path("poketune_runs").resolve())
+# ``default_storage`` and ``init_ray`` live in training.ray_session (train and retrain use
+# them too); they stay importable from here
 
 
 #: Optuna samplers behind OptunaSearch, by name: (seed, samples) -> sampler.  "random" keeps
@@ -101,41 +99,32 @@ class SweepOptions:
 
 @dataclass
 class SweepResult:
+    """The best trial by the space's own ``metric`` and ``mode`` (``val_f1``/max by default)."""
+
     name: str
     path: str
+    metric: str
+    mode: str
     best_trial_id: str | None
     best_config: dict[str, Any]
-    best_val_f1: float | None
+    #: the best trial's best ``metric`` over its epochs (None when no trial reported it)
+    best_metric: float | None
     best_checkpoint: str | None
     wall_time_s: float
 
 
-def init_ray(address: str | None, *, verbose: bool = False, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (``auto``, ``ray://host:10001``) or start a local Ray."""
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {
-        "logging_level": logging.INFO if verbose else logging.ERROR,
-        "log_to_driver": verbose,
-    }
-    # A local Ray keeps its dashboard (~1 s of start-up): Train V2's PlacementGroupCleaner
-    # finds dead Train controllers through the State API the dashboard serves, and a
-    # TorchTrainer trial's controller dies with its trial actor before it releases the
-    # workers' placement group. With include_dashboard=False that group leaks and the next
-    # TorchTrainer trial waits for CPUs forever (measured by bench/trial_overhead.py).
-    if address:
-        kwargs["address"] = address
-    elif num_cpus is not None:
-        kwargs["num_cpus"] = num_cpus
-    ray.init(**kwargs)
+def _check_shared_keys(space: SearchSpace) -> None:
+    """No ``data.*`` key and no ``seed`` may be searched: the driver decodes, splits and
+    normalises the data once and seeds every trial with one value.
 
-
-def _check_space(space: SearchSpace) -> None:
+    ``load_space`` already refuses them (with the file and line); this guards spaces built
+    in code.
+    """
     for key in space.params:
-        if key in _SHARED_DATA_KEYS:
+        if key.startswith("data.") or key == "seed":
             raise ConfigError(
-                f"{space.path}: params.{key} cannot be searched: every trial of a sweep shares "
-                f"one decoded dataset; fix it under 'fixed' ({', '.join(_SHARED_DATA_KEYS)})"
+                f"{space.path or '<search space>'}: params.{key} cannot be searched: "
+                f"{SHARED_REASON}; fix it under `fixed:` instead"
             )
 
 
@@ -228,11 +217,24 @@ def _default_concurrency(per_trial_cpu: float, per_trial_gpu: float) -> int:
     return max(1, min(limits) if limits else 1)
 
 
+def _check_weights(space: SearchSpace, base: TrainConfig) -> None:
+    """Every backbone the space can pick, with pretrained weights available offline."""
+
+    def options(key: str, fixed: Any) -> list[Any]:
+        param = space.params.get(key)
+        return [param.decode(v) for v in param.args] if param is not None and param.is_choice else [fixed]
+
+    for name in options("model.name", base.model.name):
+        for pretrained in options("model.pretrained", base.model.pretrained):
+            model = dataclasses.replace(base.model, name=name, pretrained=bool(pretrained))
+            check_pretrained_offline(model, task=base.task)
+
+
 def run_sweep(opts: SweepOptions) -> SweepResult:
     """Run (or, with ``opts.resume``, continue) a sweep and return its best trial."""
     t0 = _dt.datetime.now()
     space = load_space(opts.space)
-    _check_space(space)
+    _check_shared_keys(space)
     name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
     storage = resolve_storage(opts.storage)
     for key in opts.overrides:
@@ -242,6 +244,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 f"fix it in the space instead"
             )
     base_cfg = space.trial_config(dict(opts.overrides))
+    _check_weights(space, base_cfg)  # before decoding and Ray: one line, not N trial failures
     data, report = prepare_data(opts.data, base_cfg, cache_dir=opts.cache_dir)
     log.info(
         "data: %d train / %d val images, %d classes (%s)",
@@ -258,7 +261,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         **opts.overrides,
         "seed": opts.seed,
         # threads follow the CPUs reserved per worker: no oversubscription when trials share a node
-        "num_threads": max(1, math.floor(opts.cpus_per_trial)),
+        "num_threads": torch_threads(opts.cpus_per_trial),
     }
     if workers == 1:
         trainable: Any = tune.with_resources(
@@ -356,22 +359,25 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     wall = (_dt.datetime.now() - t0).total_seconds()
     try:
         best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
-    except RuntimeError:
-        return SweepResult(name, path, None, {}, None, None, wall)
+    except RuntimeError:  # no trial reported the metric
+        return SweepResult(name, path, space.metric, space.mode, None, {}, None, None, wall)
     metrics, config = best.metrics or {}, best.config or {}
     best_ckpt = best.checkpoint.path if best.checkpoint else metrics.get("checkpoint_path")
     return SweepResult(
         name=name,
         path=path,
+        metric=space.metric,
+        mode=space.mode,
         best_trial_id=metrics.get("trial_id"),
         best_config=space.active_values(config),
-        best_val_f1=_best_metric(best, space),
+        best_metric=_best_metric(best, space),
         best_checkpoint=best_ckpt,
         wall_time_s=wall,
     )
 
 
 def _best_metric(best: Any, space: SearchSpace) -> float | None:
+    """The best value of ``space.metric`` over the epochs ``best`` (a Tune Result) reported."""
     df = best.metrics_dataframe
     if df is None or space.metric not in df:
         return None

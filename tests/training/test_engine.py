@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint, load_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.early_stopping import EarlyStopping
 from training.engine import LocalReporter, PreparedData, fit, prepare_data
@@ -40,18 +40,41 @@ def test_fit_reports_every_metric_each_epoch_and_learns(task2_prepared: Prepared
         assert 0 <= m["val_f1"] <= 1 and m["train_loss"] > 0 and not math.isnan(m["val_loss"])
     assert rep.history[-1]["train_loss"] < rep.history[0]["train_loss"]
     ckpt = result.checkpoint
-    assert ckpt is not None and ckpt["epoch"] == 3
-    assert ckpt["class_names"] == task2_prepared.class_names
-    assert ckpt["preprocessing"]["rgba"] == "keep"
-    assert TrainConfig.from_flat(ckpt["config"]).optim.epochs == 3
+    assert ckpt is not None and ckpt.epoch == 3
+    assert ckpt.class_names == task2_prepared.class_names
+    assert ckpt.preprocessing.rgba == "keep"
+    assert ckpt.config.optim.epochs == 3
 
 
-def test_checkpoint_roundtrips_weights_only(task2_prepared: PreparedData, tmp_path: Path) -> None:
+def test_checkpoint_roundtrips_through_the_file(task2_prepared: PreparedData, tmp_path: Path) -> None:
+    """What fit hands the reporter is what a reader gets back from disk (weights_only)."""
     rep = LocalReporter(out_dir=tmp_path)
-    fit(_small("task2", **{"optim.epochs": 1}), task2_prepared, rep)
-    state = load_checkpoint(tmp_path)  # weights_only=True inside
-    for key in ("model", "best_model", "optimizer", "scheduler", "epoch", "config", "class_names", "preprocessing", "history"):
-        assert key in state
+    cfg = _small("task2", **{"optim.epochs": 2, "checkpoint_every_s": 0})
+    result = fit(cfg, task2_prepared, rep)
+    sent = rep.last_checkpoint
+    assert sent is not None and sent is result.checkpoint
+    back = load_checkpoint(tmp_path)
+    assert back.config == cfg and back.preprocessing == task2_prepared.preprocessing
+    assert back.class_names == task2_prepared.class_names
+    assert (back.epoch, back.best_epoch) == (2, sent.best_epoch)
+    assert back.history == sent.history and len(back.history) == 2
+    assert back.source_hash == task2_prepared.source_hash
+    assert back.model.keys() == sent.model.keys()
+    for k, v in sent.model.items():
+        assert torch.equal(back.model[k], v)
+    assert back.best_model is not None and sent.best_model is not None
+    for k, v in sent.best_model.items():
+        assert torch.equal(back.best_model[k], v)
+    # the optimizer state restores into a fresh optimizer (Adam's moments came through)
+    assert back.optimizer["state"] and back.early_stop == sent.early_stop
+    # and the model it builds predicts like the one fit trained (last weights)
+    x = torch.randn(3, 4, 32, 32)
+    trained = result.model.eval()
+    with torch.no_grad():
+        if cfg.early_stop.restore_best:
+            torch.testing.assert_close(back.build_model()(x), trained(x))
+        else:
+            torch.testing.assert_close(back.build_model(best=False)(x), trained(x))
 
 
 def test_resume_continues_at_next_epoch_with_same_result(task2_prepared: PreparedData) -> None:
@@ -63,13 +86,13 @@ def test_resume_continues_at_next_epoch_with_same_result(task2_prepared: Prepare
     first = LocalReporter()
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, task2_prepared, _StopAfter(first, 2))
-    assert first.last_checkpoint is not None and first.last_checkpoint["epoch"] == 2
+    assert first.last_checkpoint is not None and first.last_checkpoint.epoch == 2
     resumed = LocalReporter(resume_from=first.last_checkpoint)
     fit(cfg, task2_prepared, resumed)
     assert [m["epoch"] for m in resumed.history] == [3]
     # the scheduler state came back: epoch 3's lr is the full run's epoch 3 lr
     assert resumed.history[0]["lr"] == pytest.approx(full.history[2]["lr"])
-    assert resumed.last_checkpoint is not None and len(resumed.last_checkpoint["history"]) == 3
+    assert resumed.last_checkpoint is not None and len(resumed.last_checkpoint.history) == 3
 
 
 class _CheckpointLog(LocalReporter):
@@ -77,7 +100,7 @@ class _CheckpointLog(LocalReporter):
         super().__init__()
         self.saved: list[int] = []
 
-    def report(self, metrics: dict[str, object], checkpoint: dict[str, object] | None) -> None:
+    def report(self, metrics: dict[str, object], checkpoint: Checkpoint | None) -> None:
         super().report(metrics, checkpoint)
         if checkpoint is not None:
             self.saved.append(int(metrics["epoch"]))  # type: ignore[call-overload]
@@ -94,8 +117,8 @@ def test_checkpoints_keep_best_and_last_epochs_between_intervals(task2_prepared:
     improved = [i + 1 for i, v in enumerate(f1) if i == 0 or v > max(f1[:i])]
     assert rarely.saved == sorted({*improved, 5}) and len(rarely.saved) < 5, f1
     # what retrain and submit read is complete: the last state and the best weights
-    assert result.checkpoint is not None and result.checkpoint["epoch"] == 5
-    assert result.checkpoint["best_epoch"] == improved[-1]
+    assert result.checkpoint is not None and result.checkpoint.epoch == 5
+    assert result.checkpoint.best_epoch == improved[-1]
 
 
 class _StopAfter:
@@ -105,7 +128,7 @@ class _StopAfter:
         self.inner, self.n = inner, n
         self.rank, self.world_size = 0, 1
 
-    def report(self, metrics: dict, checkpoint: dict | None) -> None:
+    def report(self, metrics: dict, checkpoint: Checkpoint | None) -> None:
         self.inner.report(metrics, checkpoint)
         if metrics["epoch"] >= self.n:
             raise KeyboardInterrupt
@@ -118,7 +141,7 @@ def test_fit_interrupted_by_reporter_keeps_last_checkpoint(task2_prepared: Prepa
     rep = LocalReporter()
     with pytest.raises(KeyboardInterrupt):
         fit(_small("task2", **{"optim.epochs": 3}), task2_prepared, _StopAfter(rep, 1))
-    assert rep.last_checkpoint is not None and rep.last_checkpoint["epoch"] == 1
+    assert rep.last_checkpoint is not None and rep.last_checkpoint.epoch == 1
 
 
 def test_early_stopping_patience_and_start_epoch() -> None:
@@ -156,7 +179,9 @@ def test_fit_stops_early_and_restores_best(task2_prepared: PreparedData) -> None
     assert result.stopped_early and len(rep.history) == 2
     assert rep.history[-1]["early_stopped"] is True
     assert result.best_epoch == 1
-    best = rep.last_checkpoint["best_model"]  # type: ignore[index]
+    assert rep.last_checkpoint is not None
+    best = rep.last_checkpoint.best_model
+    assert best is not None
     for k, v in result.model.state_dict().items():
         assert torch.equal(v.cpu(), best[k])
 
@@ -202,11 +227,20 @@ def test_split_is_stratified_and_seeded(task2_data: Path) -> None:
     assert set(np.unique(a.y_val)) == set(range(9))
 
 
-def test_plateau_without_val_watches_train_loss_downwards(task2_data: Path) -> None:
-    cfg = _small("task2", **{"optim.epochs": 3, "optim.scheduler": "plateau", "optim.plateau_patience": 0})
-    data, _ = prepare_data(task2_data, cfg, train_on_all=True)
-    rep = LocalReporter()
-    fit(cfg, data, rep)
-    losses = [m["train_loss"] for m in rep.history]
-    assert losses[1] < losses[0]  # improving loss: a "min" plateau keeps the lr
-    assert rep.history[1]["lr"] == pytest.approx(rep.history[0]["lr"])
+@pytest.mark.parametrize(("has_val", "monitor", "cuts"), [(False, "val_f1", False), (True, "val_f1", True), (True, "val_loss", False)])
+def test_plateau_direction_follows_what_it_watches(has_val: bool, monitor: str, cuts: bool) -> None:
+    """Without validation the plateau scheduler steps on train_loss: falling values are
+    improvements ("min") whatever the monitor says; with validation the monitor decides."""
+    from training.engine import _Phases
+    from training.models import build_model
+
+    cfg = _small("task2", **{"optim.scheduler": "plateau", "optim.plateau_patience": 0,
+                             "optim.plateau_factor": 0.5, "early_stop.monitor": monitor})
+    model = build_model(cfg.model, in_channels=4, num_classes=9, image_size=32)
+    phases = _Phases(cfg, model, has_val=has_val)
+    phases.enter(0)
+    lr0 = phases.optimizer.param_groups[0]["lr"]
+    for value in (1.0, 0.8, 0.6):  # a falling series: a loss improving, an F1 getting worse
+        phases.scheduler.step(value)
+    lr = phases.optimizer.param_groups[0]["lr"]
+    assert (lr < lr0) is cuts, (lr0, lr)

@@ -25,14 +25,14 @@ def test_train_cli_two_workers_reports_every_metric_each_epoch(
     assert code == 0
     text = capsys.readouterr().out
     assert text.count("val_f1") >= 2 and "macro avg" in text and str(out) in text
-    state = load_checkpoint(out)
-    assert [m["epoch"] for m in state["history"]] == [1, 2]
-    for m in state["history"]:
+    ckpt = load_checkpoint(out)
+    assert [m["epoch"] for m in ckpt.history] == [1, 2]
+    for m in ckpt.history:
         assert set(m) >= METRICS
     # data parallel: each worker trained on half of the images, the throughput counts both
-    assert state["preprocessing"]["crop"] == "silhouette"
-    assert state["class_names"] == sorted(state["class_names"])
-    assert state["config"]["num_threads"] == 1  # two workers share the two CPUs
+    assert ckpt.preprocessing.crop == "silhouette"
+    assert ckpt.class_names == sorted(ckpt.class_names)
+    assert ckpt.config.num_threads == 1  # two workers share the two CPUs
 
 
 def test_torch_trainer_run_resumes_by_name(task2_data: Path, tmp_path: Path, ray_session: None) -> None:
@@ -45,10 +45,10 @@ def test_torch_trainer_run_resumes_by_name(task2_data: Path, tmp_path: Path, ray
     kw = {"storage_path": str(tmp_path), "name": "trial", "echo": False}
     first = run_torch_trainer(cfg, data, **kw)
     with first.checkpoint.as_directory() as d:
-        h1 = load_checkpoint(d)["history"]
+        h1 = load_checkpoint(d).history
     second = run_torch_trainer(cfg.replace(**{"optim.epochs": 2}), data, **kw)
     with second.checkpoint.as_directory() as d:
-        h2 = load_checkpoint(d)["history"]
+        h2 = load_checkpoint(d).history
     assert [m["epoch"] for m in h2] == [1, 2]
     # epoch 1 was not trained again: its record (timings included) is the first run's
     assert h2[0] == h1[0]
@@ -82,6 +82,6 @@ def test_train_refuses_to_overwrite_a_run(task2_data: Path, tmp_path: Path) -> N
     ],
 )
 def test_cpus_per_worker(threads: int, workers: int, nodes: list[float], expected: float) -> None:
-    from training.run import cpus_per_worker
+    from training.ray_session import cpus_per_worker
 
     assert cpus_per_worker(threads, workers, nodes) == expected

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 import training.engine as engine
+from training.checkpoint import Checkpoint, build_model_for
 from training.config import TrainConfig
 from training.data import cifar
-from training.engine import LocalReporter, PreparedData, build_model_for, fit, prepare_data
+from training.engine import LocalReporter, PreparedData, fit, prepare_data
 from training.tasks import preset_config
 
 # resnet18's freeze units: stem, layer1..layer4; freeze_depth=2 trains layer3 + layer4
@@ -90,7 +91,7 @@ def test_backbone_frozen_during_head_epochs_then_last_stages_unfreeze(
     init = {k: v.clone() for k, v in build_model_for(cfg, 10).state_dict().items()}
     rep = LocalReporter()
     fit(cfg, cifar_data, rep)
-    states = [init] + [c["model"] for c in _checkpoints(rep)]  # weights after each epoch
+    states = [init] + [c.model for c in _checkpoints(rep)]  # weights after each epoch
 
     # which parameters train, and with what lr, per epoch
     head = spy.trainable[0]
@@ -126,7 +127,7 @@ def keep_every_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     """LocalReporter keeps only the last checkpoint; the tests want one per epoch."""
     real = LocalReporter.report
 
-    def report(self: LocalReporter, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+    def report(self: LocalReporter, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
         if not hasattr(self, "checkpoints"):
             self.checkpoints = []  # type: ignore[attr-defined]
         if checkpoint is not None:
@@ -169,8 +170,9 @@ def test_early_stopping_restores_the_best_weights(cifar_data: PreparedData) -> N
     assert result.best_epoch == 1 + losses.index(min(losses))
     assert result.best_epoch < len(rep.history)
     ckpt = _checkpoints(rep)[-1]
-    best, last = ckpt["best_model"], ckpt["model"]
-    assert ckpt["best_epoch"] == result.best_epoch
+    best, last = ckpt.best_model, ckpt.model
+    assert best is not None
+    assert ckpt.best_epoch == result.best_epoch
     final = result.model.state_dict()
     assert all(torch.equal(final[k].cpu(), best[k]) for k in best)
     assert any(not torch.equal(best[k], last[k]) for k in best)

@@ -203,8 +203,8 @@ def test_sweep_survives_worker_node_loss_and_resumes_trial_from_checkpoint(
     # Tune restored the trial (its iteration counter restarted), not started it afresh
     assert rows[k]["iterations_since_restore"] == 1 and rows[k]["training_iteration"] == k + 1
     assert (victim_dir / "error.txt").is_file()  # the failure Tune retried is on record
-    state = load_checkpoint(Path(str(frame.loc[victim_dir.name, "checkpoint"])))
-    assert [h["epoch"] for h in state["history"]] == list(range(1, EPOCHS + 1))
+    ckpt = load_checkpoint(Path(str(frame.loc[victim_dir.name, "checkpoint"])))
+    assert [h["epoch"] for h in ckpt.history] == list(range(1, EPOCHS + 1))
     for other in frame.drop(victim_dir.name)["trial_dir"]:  # none of the others restarted
         other_rows = _trial_rows(other)
         assert all(r["iterations_since_restore"] == r["training_iteration"] for r in other_rows)

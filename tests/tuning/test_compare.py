@@ -13,15 +13,16 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import build_model_for, load_checkpoint
 from training.config import TrainConfig
-from training.data import Preprocessing, cifar
-from training.engine import LocalReporter, build_model_for, fit, prepare_data
+from training.data import cifar
+from training.engine import LocalReporter, fit, prepare_data
 from training.loop import predict_proba
 from training.models import count_parameters
 from training.tasks import preset_config
 from tuning.cli import main
 from tuning.compare import FIGURES, compare_runs
+from tuning.resolve import ModelURIError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -65,13 +66,11 @@ def runs(cifar_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 def _independent_predictions(ckpt: Path, root: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """(y_true, y_pred, total parameters) without going through tuning.compare."""
     state = load_checkpoint(ckpt)
-    cfg = TrainConfig.from_flat(state["config"])
-    model = build_model_for(cfg, len(state["class_names"]))
-    model.load_state_dict(state["best_model"])
-    data, _ = prepare_data(root, cfg)
-    probs = predict_proba(
-        model, torch.as_tensor(data.x_val), torch.device("cpu"), Preprocessing.from_dict(data.preprocessing)
-    )
+    model = build_model_for(state.config, len(state.class_names))
+    assert state.best_model is not None
+    model.load_state_dict(state.best_model)
+    data, _ = prepare_data(root, state.config)
+    probs = predict_proba(model, torch.as_tensor(data.x_val), torch.device("cpu"), data.preprocessing)
     return data.y_val, probs.argmax(-1).numpy(), count_parameters(model)[0]
 
 
@@ -127,7 +126,7 @@ def test_report_matches_sklearn_on_the_same_predictions(
         # parameter counts and training time
         assert run.params_total == params
         assert summary.loc[label, "parameters"] == f"{params:,}"
-        history = load_checkpoint(runs[label])["history"]
+        history = load_checkpoint(runs[label]).history
         assert run.train_time_s == pytest.approx(sum(h["epoch_time_s"] for h in history))
 
     # the transfer model's last phase trains the head + one stage, not everything
@@ -191,7 +190,7 @@ def test_mlflow_runs_in_and_report_out(
     metrics = client.get_run(result.mlflow_run_id).data.metrics
     assert metrics["macro_f1/tl"] == pytest.approx(result.runs[1].macro_f1)
 
-    with pytest.raises(ValueError, match="runs:/0123abc"):
+    with pytest.raises(ModelURIError, match="runs:/0123abc"):
         compare_runs(["runs:/0123abc"], out, storage=str(tmp_path), data=str(cifar_root), mlflow_uri=uri)
 
 

@@ -12,9 +12,15 @@ import pytest
 from optuna.samplers import TPESampler
 from optuna.trial import FixedTrial
 
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig, flat_keys
+from training.data import LAYOUTS
+from training.data import _preprocessing as preprocessing
+from training.losses import LOSSES, SAMPLERS
+from training.models import MODELS, cnn
+from training.optim import OPTIMIZERS, SCHEDULERS
 from training.tasks import TASKS, preset_config
 from tuning.space import SearchSpace, SpaceError, load_space, parse_space
+from tuning.space._load import NAMED_VALUES
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 SHIPPED = sorted(SPACES.glob("*.yaml"))
@@ -80,7 +86,7 @@ def test_shipped_space_samples_valid_configs(path: Path) -> None:
 
 
 def test_task3_searches_backbones_and_freeze_depth() -> None:
-    space = load_space(SPACES / "task3_transfer.yaml")
+    space = load_space(SPACES / "task3_transfer_resnet.yaml")
     assert set(space.params["model.name"].args) == {
         "resnet18",
         "resnet50",
@@ -387,6 +393,10 @@ ERRORS: dict[str, tuple[str, str]] = {
         HEADER + "params:\n  model.dropout: {uniform: [0.0, 1.0]}\n",
         "params.model.dropout.uniform[1]: not a valid value: model.dropout: must be in [0, 1)",
     ),
+    "non-boolean amp": (
+        HEADER + "fixed: {optim.amp: maybe}\nparams:\n" + LR,
+        "fixed.optim.amp: not a valid value: optim.amp: expected bool, got 'maybe'",
+    ),
     "fixed value fails validate": (
         HEADER + "fixed: {data.image_size: 4}\nparams:\n" + LR,
         "fixed.data.image_size: not a valid value: data.image_size: must be >= 8",
@@ -464,3 +474,169 @@ def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
 
 def test_space_error_is_a_value_error() -> None:
     assert issubclass(SpaceError, ValueError)
+    assert issubclass(SpaceError, ConfigError)  # the sweep's callers refuse both alike
+
+
+# ---------------------------------------------------------------------- shared data and seed
+
+#: every data.* key (read from the config, so a new one is covered) and the seed
+UNSEARCHABLE = [*sorted(k for k in flat_keys() if k.startswith("data.")), "seed"]
+
+
+@pytest.mark.parametrize("key", UNSEARCHABLE)
+def test_data_keys_and_seed_cannot_be_searched(tmp_path: Path, key: str) -> None:
+    # the sweep's driver decodes, filters, splits and normalises the data once and seeds every
+    # trial itself: a searched value would be ignored while the checkpoint records it
+    path = write(tmp_path, f"params:\n{LR}  {key}: {{choice: [a, b]}}\n", header=HEADER)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:5: params.{key}: {key} cannot be searched: ")
+    if key == "seed":
+        assert "poketune tune --seed N" in message
+    else:
+        assert "shares the data" in message  # tests/tuning/test_sweep.py matches "shares"
+        assert f"put it under `fixed:` (or pass `poketune tune --set {key}=VALUE`)" in message
+
+
+def test_data_keys_and_seed_stay_settable_as_fixed_values(tmp_path: Path) -> None:
+    space = load_space(
+        write(
+            tmp_path,
+            """
+            fixed:
+              data.val_fraction: 0.3
+              data.normalize: imagenet
+              data.classes: [a, b]
+              seed: 4
+            params:
+              data.skip_bad: true          # a bare value under params is a fixed value
+              optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
+            """,
+            header=HEADER,
+        )
+    )
+    cfg = space.trial_config({"optim.lr": 0.001})
+    assert (cfg.data.val_fraction, cfg.data.normalize, cfg.data.classes) == (
+        0.3,
+        "imagenet",
+        ["a", "b"],
+    )
+    assert cfg.data.skip_bad is True and cfg.seed == 4
+    assert list(space.params) == ["optim.lr"]
+
+
+def test_no_shipped_space_searches_data_or_seed() -> None:
+    for path in SHIPPED:
+        searched = load_space(path).params
+        assert not [k for k in searched if k in UNSEARCHABLE], path.name
+
+
+# ---------------------------------------------------------------------- names
+
+#: key → (what the error calls its values, the valid names, read from their owners here)
+NAMED: dict[str, tuple[str, list[str]]] = {
+    "model.name": ("model", MODELS.names()),
+    "model.pooling": ("model.pooling", sorted(cnn._POOLS)),
+    "data.layout": ("data layout", LAYOUTS.names()),
+    "data.crop": ("data.crop", sorted(preprocessing._CROPS)),
+    "data.rgba": ("data.rgba", sorted(preprocessing._RGBA)),
+    "data.normalize": ("data.normalize", sorted(preprocessing._NORMALIZE)),
+    "optim.optimizer": ("optimizer", OPTIMIZERS.names()),
+    "optim.scheduler": ("scheduler", SCHEDULERS.names()),
+    "loss.imbalance": ("loss.imbalance", sorted(set(LOSSES.names()) & set(SAMPLERS.names()))),
+}
+#: string keys whose values are free text (paths, column names) or checked by validate()
+FREE_TEXT = {
+    "task",
+    "data.manifest",
+    "data.id_col",
+    "data.label_col",
+    "data.path_col",
+    "data.classes",
+    "model.weights_path",
+    "early_stop.monitor",
+}
+
+
+def test_every_enumerated_string_key_is_checked_by_name() -> None:
+    # a new enumerated key must get an entry in the loader's table (and in NAMED above)
+    str_keys = {k for k, hint in flat_keys().items() if "str" in str(hint)}
+    assert str_keys - FREE_TEXT == set(NAMED) == set(NAMED_VALUES)
+
+
+def _typo(key: str) -> str:
+    return NAMED[key][1][0] + "x"
+
+
+@pytest.mark.parametrize("key", list(NAMED))
+def test_a_misspelt_name_in_a_fixed_value_is_refused(tmp_path: Path, key: str) -> None:
+    kind, names = NAMED[key]
+    typo = _typo(key)
+    expected = f"fixed.{key}: unknown {kind} {typo!r}; valid: {', '.join(names)}"
+    path = write(tmp_path, f"fixed:\n  {key}: {typo}\nparams:\n{LR}", header=HEADER)
+    with pytest.raises(SpaceError, match=rf"^{re.escape(f'{path}:4: {expected}')}$"):
+        load_space(path)
+    # the bare form under params is a fixed value too
+    path.write_text(HEADER.lstrip() + f"params:\n{LR}  {key}: {typo}\n")
+    expected = expected.replace("fixed.", "params.", 1)
+    with pytest.raises(SpaceError, match=rf"^{re.escape(f'{path}:5: {expected}')}$"):
+        load_space(path)
+
+
+@pytest.mark.parametrize("key", [k for k in NAMED if k not in UNSEARCHABLE])
+def test_a_misspelt_name_in_a_choice_is_refused(tmp_path: Path, key: str) -> None:
+    kind, names = NAMED[key]
+    typo = _typo(key)
+    path = write(
+        tmp_path, f"params:\n{LR}  {key}: {{choice: [{names[0]}, {typo}]}}\n", header=HEADER
+    )
+    expected = f"params.{key}.choice[1]: unknown {kind} {typo!r}; valid: {', '.join(names)}"
+    with pytest.raises(SpaceError, match=rf"^{re.escape(f'{path}:5: {expected}')}$"):
+        load_space(path)
+
+
+def test_a_misspelt_name_in_a_condition_says_so(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        fixed: {optim.scheduler: step}
+        params:
+          loss.imbalance: {choice: [none, focal]}
+          loss.focal_gamma: {uniform: [1.0, 2.0], when: {loss.imbalance: [focla]}}
+          optim.step_size: {int: [2, 4], when: {optim.scheduler: [stpe]}}
+        """,
+        header=HEADER,
+    )
+    valid = ", ".join(NAMED["loss.imbalance"][1])
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(info.value) == (
+        f"{path}:6: params.loss.focal_gamma.when.loss.imbalance[0]: loss.imbalance can never be "
+        f"'focla'; it takes ['none', 'focal'] (unknown loss.imbalance 'focla'; valid: {valid})"
+    )
+    path.write_text(path.read_text().replace("[focla]", "[focal]"))
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(info.value) == (
+        f"{path}:7: params.optim.step_size.when.optim.scheduler[0]: optim.scheduler can never "
+        f"be 'stpe'; it takes ['step'] (unknown scheduler 'stpe'; valid: "
+        f"{', '.join(NAMED['optim.scheduler'][1])})"
+    )
+
+
+def test_names_are_read_from_their_registries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, f"fixed: {{data.layout: parquet}}\nparams:\n{LR}", header=HEADER)
+    with pytest.raises(SpaceError, match="unknown data layout 'parquet'"):
+        load_space(path)
+    monkeypatch.setitem(LAYOUTS._items, "parquet", LAYOUTS.get("kaggle"))
+    assert load_space(path).fixed["data.layout"] == "parquet"
+    # an imbalance strategy needs both its criterion and its sampler
+    monkeypatch.setitem(LOSSES._items, "ohem", LOSSES.get("none"))
+    path.write_text(HEADER.lstrip() + f"fixed: {{loss.imbalance: ohem}}\nparams:\n{LR}")
+    with pytest.raises(SpaceError, match=r"unknown loss.imbalance 'ohem'; valid: (?!.*ohem)"):
+        load_space(path)
+    monkeypatch.setitem(SAMPLERS._items, "ohem", SAMPLERS.get("none"))
+    assert load_space(path).fixed["loss.imbalance"] == "ohem"

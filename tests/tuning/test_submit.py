@@ -4,6 +4,7 @@ the sample submission's shape and order are followed, bad input is named."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import build_model_for, load_checkpoint
 from training.config import DataConfig
 from training.data import DataError, load_split
 from training.engine import LocalReporter, fit, prepare_data
@@ -66,14 +67,22 @@ def test_submission_follows_the_sample_order_and_columns(task1_model: Path, test
     sub = pd.read_csv(out, dtype=str)
     assert list(sub.columns) == ["id", "label"]
     assert list(sub["id"]) == order
-    state = load_checkpoint(task1_model)
-    assert set(sub["label"]) <= set(state["class_names"])
+    ckpt = load_checkpoint(task1_model)
+    assert set(sub["label"]) <= set(ckpt.class_names)
     assert res.rows == len(order) == len(list((test_dir / "test").glob("*.png")))
-    # the labels are the argmax of the model's probabilities for each id
-    pred = load_predictor(str(task1_model))
-    images = pred.load_test(test_dir)
-    probs = pred.predict_proba(images.images.transpose(0, 3, 1, 2))
-    by_id = dict(zip(images.ids, (pred.class_names[i] for i in probs.argmax(1)), strict=True))
+    # the labels are the argmax of the model's logits for each id, computed here without the
+    # predictor: decode as the task1 preset does, normalise by hand, run the best weights
+    images = load_split(
+        test_dir, DataConfig(image_size=32, crop="silhouette"), "test",
+        class_names=ckpt.class_names, cache_dir=test_dir / "oracle_cache",
+    )
+    model = build_model_for(ckpt.config, len(ckpt.class_names))
+    assert ckpt.best_model is not None
+    model.load_state_dict(ckpt.best_model)
+    x = torch.as_tensor(images.images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        logits = model.eval()((x - 0.5) / 0.5)  # the preset's "half" normalisation
+    by_id = dict(zip(images.ids, (ckpt.class_names[i] for i in logits.argmax(1)), strict=True))
     assert list(sub["label"]) == [by_id[i] for i in order]
     # and the file scores against the answers
     assert 0.0 <= score_submission(out, test_dir / "test_labels.csv").macro_f1 <= 1.0
@@ -97,12 +106,12 @@ def test_tta_averages_the_flipped_view(task1_model: Path, test_dir: Path) -> Non
 
 # ---------------------------------------------------------------------------------- preprocessing
 def test_submit_decodes_with_the_checkpoints_preprocessing(task1_model: Path, test_dir: Path) -> None:
-    state = load_checkpoint(task1_model)
-    stored = state["preprocessing"]
-    assert stored["crop"] == "silhouette" and stored["image_size"] == 32
+    ckpt = load_checkpoint(task1_model)
+    stored = ckpt.preprocessing
+    assert stored.crop == "silhouette" and stored.image_size == 32
     expected = load_split(
-        test_dir, DataConfig(image_size=32, crop="silhouette", rgba=stored["rgba"]), "test",
-        class_names=state["class_names"], cache_dir=test_dir / "ref_cache",
+        test_dir, DataConfig(image_size=32, crop="silhouette", rgba=stored.rgba), "test",
+        class_names=ckpt.class_names, cache_dir=test_dir / "ref_cache",
     )
     pred = load_predictor(str(task1_model))
     got = pred.load_test(test_dir, cache_dir=test_dir / "submit_cache")
@@ -121,9 +130,9 @@ def test_submit_decodes_with_the_checkpoints_preprocessing(task1_model: Path, te
 
 def test_stored_config_data_section_does_not_override_preprocessing(task1_model: Path, test_dir: Path, tmp_path: Path) -> None:
     """Even a checkpoint whose config disagrees with its preprocessing decodes by the latter."""
-    state = load_checkpoint(task1_model)
-    state["config"] = {**state["config"], "data.crop": "none", "data.background": [0, 0, 0]}
-    save_checkpoint(state, tmp_path / "edited")
+    ckpt = load_checkpoint(task1_model)
+    ckpt.config = ckpt.config.replace(**{"data.crop": "none", "data.background": [0, 0, 0]})
+    ckpt.save(tmp_path / "edited")
     a = load_predictor(str(task1_model)).load_test(test_dir)
     b = load_predictor(str(tmp_path / "edited")).load_test(test_dir)
     np.testing.assert_array_equal(a.images, b.images)
@@ -159,13 +168,13 @@ def test_failed_submission_leaves_an_existing_file_alone(
     out = tmp_path / "sub.csv"
     out.write_text("previous,good,file\n")
 
-    def broken_to_csv(self: pd.DataFrame, f: object, **kw: object) -> None:
-        assert hasattr(f, "write")
-        f.write("id,label\nhalf")  # type: ignore[attr-defined]
-        raise OSError("disk full")
+    import training.files
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", broken_to_csv)
-    with pytest.raises(OSError, match="disk full"):
+    def disk_full(fd: int) -> None:  # the new file is half on disk when the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training.files.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
         make_submission(str(task1_model), test_dir, out)
     assert out.read_text() == "previous,good,file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "sub.csv"]  # no temp left
@@ -193,11 +202,13 @@ def test_cli_reports_bad_model_and_writes_good_submission(
 
 # ---------------------------------------------------------------------------------- ensembles
 def test_comma_separated_checkpoints_average(task1_model: Path, test_dir: Path, tmp_path: Path) -> None:
-    state = load_checkpoint(task1_model)
-    other = dict(state)
-    other["model"] = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state["model"].items()}
-    other["best_model"] = None
-    save_checkpoint(other, tmp_path / "other")
+    ckpt = load_checkpoint(task1_model)
+    other = dataclasses.replace(
+        ckpt,
+        model={k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in ckpt.model.items()},
+        best_model=None,
+    )
+    other.save(tmp_path / "other")
     a, b = load_predictor(str(task1_model)), load_predictor(str(tmp_path / "other"))
     both = load_predictor(f"{task1_model},{tmp_path / 'other' / 'checkpoint.pt'}")
     assert len(both.members) == 2
@@ -215,10 +226,10 @@ def test_comma_separated_checkpoints_average(task1_model: Path, test_dir: Path, 
 def test_members_must_share_classes_and_preprocessing(
     task1_model: Path, tmp_path: Path, key: str, value: object, message: str
 ) -> None:
-    state = load_checkpoint(task1_model)
-    changed = dict(state)
-    changed[key] = {**state[key], **value} if isinstance(value, dict) else value
-    save_checkpoint(changed, tmp_path / "changed")
+    ckpt = load_checkpoint(task1_model)
+    if isinstance(value, dict):
+        value = dataclasses.replace(ckpt.preprocessing, **value)
+    dataclasses.replace(ckpt, **{key: value}).save(tmp_path / "changed")
     with pytest.raises(PredictorError, match=message):
         load_predictor(f"{task1_model},{tmp_path / 'changed'}")
 

@@ -40,6 +40,9 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, task2_data: Path, ray_sessio
         SweepOptions(space=str(space), data=str(task2_data), samples=SAMPLES, name="tiny", storage=storage, seed=3)
     )
     assert result.best_trial_id is not None
+    # the best trial by the space's own metric (val_f1 here), under that name
+    assert (result.metric, result.mode) == ("val_f1", "max")
+    assert result.best_metric == pytest.approx(results.load("tiny", storage)["best_val_f1"].max())
     return "tiny", storage
 
 
@@ -81,9 +84,9 @@ def test_best_trial_checkpoint_holds_its_config(sweep: tuple[str, str]) -> None:
     from training.checkpoint import load_checkpoint
 
     best = results.load(*sweep).iloc[0]
-    state = load_checkpoint(best["checkpoint"])
-    assert state["config"]["optim.lr"] == pytest.approx(best["optim.lr"])
-    assert state["epoch"] == best["epochs"]
+    ckpt = load_checkpoint(best["checkpoint"])
+    assert ckpt.config.optim.lr == pytest.approx(best["optim.lr"])
+    assert ckpt.epoch == best["epochs"]
 
 
 def test_results_queries_and_formats(sweep: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

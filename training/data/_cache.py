@@ -6,7 +6,6 @@ editing a CSV or changing a decode parameter re-decodes, and nothing else does.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from training.data._sources import SourceItem
+from training.files import atomic_write
 
 __all__ = [
     "default_cache_dir",
@@ -90,18 +90,8 @@ def source_hash(
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file + ``os.replace`` so a concurrent reader (another Ray worker)
-    never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """A concurrent reader (another Ray worker) never sees half a cache file."""
+    atomic_write(path, data)
 
 
 def _paths(cache_dir: Path, split: str, key: str) -> tuple[Path, Path]:

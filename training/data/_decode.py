@@ -18,11 +18,16 @@ __all__ = ["Decoded", "decode_item", "preprocess_image"]
 class Decoded:
     pixels: np.ndarray  # H×W×C uint8
     crop_fell_back: bool  # silhouette crop asked for, but no outline found
+    # any pixel not fully opaque: composited images then show the background colour, which
+    # augmentation must fill with too (an opaque photo keeps black fill)
+    transparent: bool = False
 
 
 def preprocess_image(img: Image.Image, prep: Preprocessing) -> Decoded:
     # RGBA first: palette/greyscale/transparency-keyed PNGs all become the same 4 channels
     rgba = img.convert("RGBA")
+    lowest_alpha, _ = rgba.getchannel("A").getextrema()
+    transparent = float(lowest_alpha) < 255  # type: ignore[arg-type]
     fell_back = False
     if prep.crop == "silhouette":
         box = silhouette_box(np.asarray(rgba), pad=prep.crop_pad)
@@ -40,7 +45,7 @@ def preprocess_image(img: Image.Image, prep: Preprocessing) -> Decoded:
         # Pillow's resize filters are antialiased when shrinking and premultiply alpha for
         # RGBA, so transparent pixels' colours do not bleed into the edges
         out = out.resize(size, Image.Resampling.BILINEAR)
-    return Decoded(np.asarray(out, dtype=np.uint8), fell_back)
+    return Decoded(np.asarray(out, dtype=np.uint8), fell_back, transparent)
 
 
 def decode_item(item: SourceItem, prep: Preprocessing) -> Decoded:

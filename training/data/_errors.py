@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from training.errors import PoketuneError
+
 __all__ = ["DataError"]
 
 
-class DataError(ValueError):
+class DataError(PoketuneError, ValueError):
     """Bad input data; the message names the offending file, row, id or column."""

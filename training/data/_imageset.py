@@ -24,6 +24,7 @@ class LoadReport:
     filtered: int = 0  # rows dropped on purpose by the class filter (manifest layout)
     cache_file: str = ""  # the .npy holding the images ("" when nothing could be cached)
     skipped_file: str = ""  # CSV listing `skipped` ("" when nothing was skipped)
+    transparent: int = 0  # images with transparent pixels (composited over the background)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +33,7 @@ class LoadReport:
             "crop_fallback_ids": list(self.crop_fallback_ids),
             "filtered": self.filtered,
             "skipped_file": self.skipped_file,
+            "transparent": self.transparent,
         }
 
     @classmethod
@@ -42,6 +44,7 @@ class LoadReport:
             crop_fallback_ids=[str(i) for i in d.get("crop_fallback_ids", [])],
             filtered=int(d.get("filtered", 0)),
             skipped_file=str(d.get("skipped_file", "")),
+            transparent=int(d.get("transparent", 0)),
         )
 
     def summary(self) -> str:

@@ -77,7 +77,8 @@ def load_split(
     )
     cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
     cached = load_cached(cdir, split, key)
-    if cached is not None:
+    # caches written before the transparency count existed are decoded again, once
+    if cached is not None and "transparent" in cached[1]["report"]:
         images, meta = cached
         report = LoadReport.from_dict(meta["report"])
         report.from_cache = True
@@ -92,7 +93,7 @@ def load_split(
             report=report,
         )
 
-    images, ok, fallback_ids, decode_skips = _decode_all(items, prep, cfg.skip_bad)
+    images, ok, fallback_ids, transparent, decode_skips = _decode_all(items, prep, cfg.skip_bad)
     skipped += decode_skips
     if not ok.all():
         items = [it for it, good in zip(items, ok, strict=True) if good]
@@ -107,6 +108,7 @@ def load_split(
         crop_fallback_ids=fallback_ids,
         decoded=int(ok.sum()),
         filtered=listing.filtered,
+        transparent=transparent,
     )
     if skipped:
         path = write_skipped(cdir, key, skipped)
@@ -157,12 +159,14 @@ def _label_items(
 
 def _decode_all(
     items: list[SourceItem], prep: Preprocessing, skip_bad: bool
-) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
-    """Decode into one preallocated array; returns (images, ok mask, fallback ids, skips)."""
+) -> tuple[np.ndarray, np.ndarray, list[str], int, list[tuple[str, str]]]:
+    """Decode into one preallocated array; returns (images, ok mask, fallback ids, number of
+    images with transparency, skips)."""
     size = prep.image_size
     images = np.zeros((len(items), size, size, prep.channels), dtype=np.uint8)
     errors: list[str | None] = [None] * len(items)
     fell_back = np.zeros(len(items), dtype=bool)
+    transparent = np.zeros(len(items), dtype=bool)
 
     def work(i: int) -> None:
         try:
@@ -172,6 +176,7 @@ def _decode_all(
             return
         images[i] = decoded.pixels
         fell_back[i] = decoded.crop_fell_back
+        transparent[i] = decoded.transparent
 
     with ThreadPoolExecutor(max_workers=_DECODE_WORKERS) as pool:
         list(pool.map(work, range(len(items))))
@@ -183,7 +188,7 @@ def _decode_all(
     skips = problems.settle(skip_bad)
     ok = np.array([e is None for e in errors], dtype=bool)
     fallback_ids = [it.id for it, f, good in zip(items, fell_back, ok, strict=True) if f and good]
-    return images, ok, fallback_ids, skips
+    return images, ok, fallback_ids, int((transparent & ok).sum()), skips
 
 
 def _check_no_empty_class(names: list[str], labels: np.ndarray) -> None:

@@ -21,6 +21,8 @@ _NORMALIZE: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     # (mean, std) for RGB; alpha (4th channel) always gets 0.5/0.5
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # EfficientNet-Lite's TF preprocessing, (x - 127) / 128 on 0..255 pixels
+    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
 }
 
 
@@ -31,7 +33,7 @@ class Preprocessing:
     rgba: str = "composite"  # composite (over `background` → RGB) | keep (4 channels)
     background: tuple[int, int, int] = (255, 255, 255)
     crop_pad: float = 0.05  # silhouette box padding, fraction of the box size per side
-    normalize: str = "half"  # half | imagenet (applied per batch, not at decode time)
+    normalize: str = "half"  # half | imagenet | lite (applied per batch, not at decode time)
 
     def __post_init__(self) -> None:
         def bad(name: str, msg: str) -> DataError:

@@ -3,6 +3,7 @@ network — plus the first-conv surgery that lets a 3-channel backbone take RGBA
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import Weights, get_model_weights
 
+from training.errors import PoketuneError
+
 __all__ = [
     "PretrainedWeightsError",
     "adapt_first_conv",
     "clean_state_dict",
     "hub_checkpoint_path",
+    "hub_weights_file",
     "load_backbone_state",
     "pretrained_state_dict",
     "read_state_dict",
@@ -28,7 +32,7 @@ _NESTED_KEYS = ("model", "state_dict", "model_state")
 _STRIP_PREFIXES = ("module.", "backbone.")
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(PoketuneError, RuntimeError):
     """Initial weights cannot be found, read, or do not fit the backbone; names the source."""
 
 
@@ -51,6 +55,11 @@ def hub_checkpoint_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
 
 
+def hub_weights_file(arch: str) -> Path:
+    """Where the torch hub cache keeps torchvision's default ImageNet weights for ``arch``."""
+    return hub_checkpoint_path(get_model_weights(arch).DEFAULT.url)
+
+
 def pretrained_state_dict(arch: str) -> tuple[dict[str, Tensor], str]:
     """torchvision's default ImageNet weights for ``arch`` and where they were read from.
 
@@ -67,7 +76,8 @@ def pretrained_state_dict(arch: str) -> tuple[dict[str, Tensor], str]:
     except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
         raise PretrainedWeightsError(
             f"pretrained weights for {arch} are not cached at {cached} and cannot be "
-            f"downloaded ({exc}); pass model.weights_path=FILE or model.pretrained=false"
+            f"downloaded ({exc}); pass model.weights_path=FILE or model.pretrained=false, or "
+            f"use an efficientnet_lite0/1/2 backbone (its weights ship with poketune)"
         ) from exc
     return _as_state_dict(state, weights.url), weights.url
 
@@ -136,26 +146,19 @@ def adapt_first_conv(backbone: nn.Module, path: str, in_channels: int) -> None:
         raise TypeError(f"{path} is a {type(conv).__name__}, expected Conv2d")
     if conv.in_channels == in_channels:
         return
-    if conv.in_channels != 3 or in_channels < 3:
+    if conv.in_channels != 3 or in_channels < 3 or conv.groups != 1:
         raise ValueError(
             f"transfer backbones take 3 (RGB) or more input channels, got {in_channels}"
         )
-    new = nn.Conv2d(
-        in_channels,
-        conv.out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
-        dilation=conv.dilation,  # type: ignore[arg-type]
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-    ).to(conv.weight)
+    # a copy rather than a new nn.Conv2d keeps the layer's class and whatever it adds to a
+    # plain convolution (EfficientNet-Lite's stem pads like TensorFlow's "SAME" in forward)
+    new = copy.deepcopy(conv)
+    new.in_channels = in_channels
     with torch.no_grad():
-        new.weight[:, :3] = conv.weight
-        new.weight[:, 3:] = conv.weight.mean(dim=1, keepdim=True)
-        if conv.bias is not None and new.bias is not None:
-            new.bias.copy_(conv.bias)
+        weight = conv.weight.new_empty((conv.out_channels, in_channels, *conv.kernel_size))
+        weight[:, :3] = conv.weight
+        weight[:, 3:] = conv.weight.mean(dim=1, keepdim=True)
+    new.weight = nn.Parameter(weight, requires_grad=conv.weight.requires_grad)
     parent_path, _, name = path.rpartition(".")
     setattr(backbone.get_submodule(parent_path) if parent_path else backbone, name, new)
 

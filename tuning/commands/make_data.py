@@ -1,8 +1,8 @@
+"""``poketune make-data --kind task1|task2|task3 --out DIR``: a synthetic Kaggle-layout dataset."""
+
 from __future__ import annotations
 
 import argparse
-
-from training.data.synthetic import make_dataset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.data.synthetic import make_dataset
+
     out = make_dataset(args.kind, args.out, scale=args.scale, seed=args.seed)
     print(f"wrote {args.kind} dataset to {out}")
     return 0

@@ -1,12 +1,16 @@
+"""``poketune results NAME``: a sweep's trials (or epochs, or parameter importance) as a
+table, CSV, Parquet or JSON."""
+
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from tuning.commands._common import UsageError, add_storage
 
-from tuning import results
-from tuning.commands._common import add_storage
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMATS = ("table", "csv", "parquet", "json")
 
@@ -24,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tuning import results
+
     if args.importance:
         frame = results.param_importance(args.name, args.storage)
     else:
@@ -31,15 +37,20 @@ def run(args: argparse.Namespace) -> int:
         sort, ascending = args.sort, False
         if sort and sort.startswith("+"):
             sort, ascending = sort[1:], True
-        frame = results.filter_frame(frame, where=args.where, sort=sort, top=args.top, ascending=ascending)
+        try:
+            frame = results.filter_frame(frame, where=args.where, sort=sort, top=args.top, ascending=ascending)
+        except ValueError as exc:  # filter_frame's ValueErrors name a bad --where / --sort
+            raise UsageError(str(exc)) from None
     write(frame, args.format, args.out)
     return 0
 
 
 def write(frame: pd.DataFrame, fmt: str, out: str | None) -> None:
+    import pandas as pd
+
     if fmt == "parquet":
         if not out:
-            raise ValueError("--format parquet needs --out FILE")
+            raise UsageError("--format parquet needs --out FILE")
         frame.to_parquet(out, index=False)
         return
     if fmt == "csv":

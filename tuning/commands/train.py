@@ -1,10 +1,10 @@
+"""``poketune train --task T --data DIR``: one config through Ray Train's TorchTrainer."""
+
 from __future__ import annotations
 
 import argparse
 
-from training.ray_worker import format_epoch
-from training.run import run_training
-from training.tasks import TASKS, preset_config
+from training.tasks import TASKS, preset_config  # config only: no torch
 from tuning.commands._common import overrides
 
 
@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.ray_worker import format_epoch
+    from training.run import run_training
+
     cfg = preset_config(args.task, overrides(args.set))
     outcome = run_training(
         cfg, args.data, out=args.out, workers=args.workers, use_gpu=args.gpu,

@@ -1,9 +1,14 @@
+"""``poketune tune SPACE --data DIR --samples N``: a Ray Tune sweep (Optuna TPE + ASHA)."""
+
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from tuning.commands._common import add_storage, overrides
-from tuning.sweep import SweepOptions, run_sweep
+
+if TYPE_CHECKING:
+    from tuning.sweep import SweepResult
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow-uri", help="export the sweep to this MLflow tracking URI when it ends")
 
 
+def best_line(result: SweepResult) -> str:
+    """``best trial ID: METRIC VALUE``, in the space's own metric (val_f1, val_loss, …)."""
+    value = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
+    return f"best trial {result.best_trial_id}: {result.metric} {value}"
+
+
 def run(args: argparse.Namespace) -> int:
+    from tuning.sweep import SweepOptions, run_sweep
+
     opts = SweepOptions(
         space=args.space, data=args.data, samples=args.samples, name=args.name,
         storage=args.storage, max_concurrent=args.max_concurrent,
@@ -44,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if result.best_trial_id is None:
         print("no trial reported a result")
         return 1
-    print(f"best trial {result.best_trial_id}: val_f1 {result.best_val_f1:.4f}")
+    print(best_line(result))
     for key, value in result.best_config.items():
         print(f"  {key} = {value}")
     print(f"checkpoint: {result.best_checkpoint}")

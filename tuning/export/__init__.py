@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint, CheckpointError
 from tuning import results
 from tuning._mlflow import ensure_reachable, get_or_create_experiment, tracking
 from tuning.export._model import CHECKPOINT_ARTIFACT, MODEL_NAME, ValidationData, log_trial_model
@@ -362,8 +362,8 @@ def export_sweep(
                 out.models_unchanged.append(tid)
                 continue
             try:
-                state = load_checkpoint(ckpt)
-            except (OSError, ValueError, RuntimeError) as exc:  # one bad file must not stop the rest
+                state = Checkpoint.load(ckpt)
+            except CheckpointError as exc:  # one bad file must not stop the rest
                 out.warnings.append(f"trial {tid}: cannot read {ckpt} ({exc}); no model logged")
                 continue
             log.info("exporting the model of trial %s (%s %.4f)", tid, metric, row[best_col])

@@ -9,19 +9,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
-from training.checkpoint import CHECKPOINT_FILE
+from training.checkpoint import CHECKPOINT_FILE, Checkpoint
 from training.config import TrainConfig
 from training.data import Preprocessing, normalize_batch
 from training.engine import PreparedData, prepare_data
-from training.loop import ArrayLoader, EvalResult, evaluate
-from training.run import model_from_checkpoint
+from training.evaluation import CheckpointEval, evaluate_checkpoint
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -101,32 +100,29 @@ def learning_curve_figure(history: pd.DataFrame, metric: str, maximize: bool, ou
     fig.savefig(out, dpi=100)
 
 
-def _confusion_figure(res: EvalResult, class_names: list[str], out: Path) -> None:
+def _confusion_figure(ev: CheckpointEval, out: Path) -> None:
     from matplotlib.figure import Figure
 
-    size = max(6.0, 0.6 * len(class_names) + 2)
+    size = max(6.0, 0.6 * len(ev.class_names) + 2)
     fig = Figure(figsize=(size, size), layout="constrained")
     ax = fig.subplots()
-    ConfusionMatrixDisplay.from_predictions(
-        res.y_true, res.y_pred, labels=list(range(len(class_names))), display_labels=class_names,
-        ax=ax, colorbar=False, xticks_rotation=45,
+    ConfusionMatrixDisplay(ev.confusion(), display_labels=ev.class_names).plot(
+        ax=ax, colorbar=False, xticks_rotation=45
     )
-    ax.set_title(f"validation, best weights (macro F1 {res.f1:.3f})")
+    ax.set_title(f"validation, best weights (macro F1 {ev.macro_f1:.3f})")
     fig.savefig(out, dpi=100)
 
 
-def _write_report(res: EvalResult, class_names: list[str], folder: Path) -> None:
-    kwargs: dict[str, Any] = {
-        "labels": list(range(len(class_names))), "target_names": class_names, "zero_division": 0,
-    }
-    (folder / "classification_report.txt").write_text(
-        str(classification_report(res.y_true, res.y_pred, digits=3, **kwargs))
+def _write_report(ev: CheckpointEval, folder: Path) -> None:
+    (folder / "classification_report.txt").write_text(ev.report())
+    report = classification_report(
+        ev.result.y_true, ev.result.y_pred, labels=ev.labels, target_names=ev.class_names,
+        zero_division=0, output_dict=True,
     )
-    report = classification_report(res.y_true, res.y_pred, output_dict=True, **kwargs)
     (folder / "classification_report.json").write_text(json.dumps(report, indent=2))
 
 
-def _example(state: dict[str, Any], data: PreparedData | None, prep: Preprocessing, size: int) -> np.ndarray:
+def _example(data: PreparedData | None, prep: Preprocessing, size: int) -> np.ndarray:
     """The float normalised N×C×H×W batch the model takes (what the signature describes)."""
     if data is not None and len(data.x_val) >= _EXAMPLE_IMAGES:
         raw = torch.as_tensor(data.x_val[:_EXAMPLE_IMAGES])
@@ -177,44 +173,37 @@ def log_trial_model(
     experiment_id: str,
     run_id: str,
     checkpoint_dir: Path,
-    state: dict[str, Any],
+    ckpt: Checkpoint,
     history: pd.DataFrame,
     metric: str,
     maximize: bool,
     val: ValidationData,
 ) -> None:
     """Log the checkpoint's best model, its evaluation artifacts and the raw checkpoint
-    (``state`` is the loaded ``checkpoint_dir/checkpoint.pt``)."""
+    (``ckpt`` is the loaded ``checkpoint_dir/checkpoint.pt``)."""
     import mlflow
 
-    model, cfg = model_from_checkpoint(state)
-    prep = Preprocessing.from_dict(state["preprocessing"])
-    class_names = list(state["class_names"])
+    cfg, prep = ckpt.config, ckpt.preprocessing
     data = val.get(cfg)
     with tempfile.TemporaryDirectory(prefix="poketune-export-") as tmp:
         folder = Path(tmp)
         if data is not None and len(data.y_val):
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            res = evaluate(
-                model.to(device),
-                ArrayLoader(torch.as_tensor(data.x_val), torch.as_tensor(data.y_val), cfg.eval_batch_size),
-                device, prep, num_classes=len(class_names),
-            )
-            model.cpu()
-            _confusion_figure(res, class_names, folder / "confusion_matrix.png")
-            _write_report(res, class_names, folder)
+            ev = evaluate_checkpoint(ckpt, data)
+            _confusion_figure(ev, folder / "confusion_matrix.png")
+            _write_report(ev, folder)
         if len(history):
             learning_curve_figure(history, metric, maximize, folder / "learning_curve.png")
         (folder / "config.json").write_text(
-            json.dumps({"config": state["config"], "class_names": class_names,
-                        "preprocessing": state["preprocessing"], "best_epoch": state.get("best_epoch"),
-                        "epoch": state.get("epoch")}, indent=2, default=str)
+            json.dumps({"config": cfg.to_flat(), "class_names": ckpt.class_names,
+                        "preprocessing": prep.to_dict(), "best_epoch": ckpt.best_epoch,
+                        "epoch": ckpt.epoch}, indent=2, default=str)
         )
         (folder / "checkpoint").mkdir()
         shutil.copy2(checkpoint_dir / CHECKPOINT_FILE, folder / CHECKPOINT_ARTIFACT)
         client.log_artifacts(run_id, str(folder))
-    example = _example(state, data, prep, cfg.data.image_size)
+    example = _example(data, prep, cfg.data.image_size)
     _delete_old_models(client, experiment_id, run_id)
+    model = ckpt.build_model()
     # log_model needs the fluent API's active run; the caller sets the run's real status after
     with mlflow.start_run(run_id=run_id):
         fmt = _log_model(model, example, val.warnings)

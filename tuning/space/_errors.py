@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from training.config import ConfigError
+
 __all__ = ["Invalid", "KeyPath", "Locator", "SpaceError", "format_path"]
 
 #: a position inside the YAML document: mapping keys and sequence indices
 KeyPath = tuple[str | int, ...]
 
 
-class SpaceError(ValueError):
-    """A search space is invalid; the message names the file, line, key path and what is allowed."""
+class SpaceError(ConfigError):
+    """A search space is invalid; the message names the file, line, key path and what is allowed.
+
+    A :class:`~training.config.ConfigError` (so a ``ValueError``): the space is the sweep's
+    configuration, and callers that refuse bad configs refuse bad spaces the same way.
+    """
 
 
 class Invalid(Exception):

@@ -29,12 +29,27 @@ RESERVED = {
     "task": "the preset is chosen by the top-level `task:`",
     "optim.epochs": "the epoch budget is asha.max_epochs",
 }
-#: config keys whose values name registry entries: checked when the registry's module exists
-NAME_REGISTRIES = {
-    "model.name": ("training.models", "MODELS"),
-    "optim.optimizer": ("training.optim", "OPTIMIZERS"),
-    "optim.scheduler": ("training.optim", "SCHEDULERS"),
+#: config keys whose values name one of a set the training code owns: key → the (module,
+#: attribute) pairs holding the valid names (a Registry, or a tuple/dict of names); a value
+#: must be in every one of them.  Imported on first use, so a new registry entry or a new
+#: preprocessing value is valid here without touching this table.
+NAMED_VALUES: dict[str, tuple[tuple[str, str], ...]] = {
+    "model.name": (("training.models", "MODELS"),),
+    "model.pooling": (("training.models.cnn", "_POOLS"),),
+    "data.layout": (("training.data", "LAYOUTS"),),  # the package: it registers cifar10
+    "data.crop": (("training.data._preprocessing", "_CROPS"),),
+    "data.rgba": (("training.data._preprocessing", "_RGBA"),),
+    "data.normalize": (("training.data._preprocessing", "_NORMALIZE"),),
+    "optim.optimizer": (("training.optim", "OPTIMIZERS"),),
+    "optim.scheduler": (("training.optim", "SCHEDULERS"),),
+    # the strategy picks both the criterion and the sampler
+    "loss.imbalance": (("training.losses", "LOSSES"), ("training.losses", "SAMPLERS")),
 }
+#: why no ``data.*`` key and no ``seed`` may be searched (``tuning/sweep.py``)
+SHARED_REASON = (
+    "every trial of a sweep shares the data that the driver decodes, filters, splits and "
+    "normalises once, so a searched value would be ignored while the checkpoint records it"
+)
 #: keys that may sit next to the distribution name
 _DIST_EXTRAS = frozenset({"when", "step", "log"})
 
@@ -181,10 +196,27 @@ class _Parser:
         for key, spec in self._section(section, "params", required=True).items():
             name = self._config_key(key, ("params", key))
             if isinstance(spec, dict):
+                self._searchable(name, ("params", name))
                 params[name] = self._param(name, spec, ("params", name))
             else:  # a bare value under params is a fixed value
                 fixed[name] = spec
         return params
+
+    def _searchable(self, name: str, path: KeyPath) -> None:
+        """The sweep loads the data and seeds the trials once: those keys cannot vary."""
+        if name.startswith("data."):
+            self.fail(
+                path,
+                f"{name} cannot be searched: {SHARED_REASON}; put it under `fixed:` (or pass "
+                f"`poketune tune --set {name}=VALUE`) instead",
+            )
+        if name == "seed":
+            self.fail(
+                path,
+                "seed cannot be searched: the sweep seeds every trial with one value "
+                "(`poketune tune --seed N`), so a searched seed would be ignored; "
+                "use --seed instead",
+            )
 
     def _param(self, name: str, spec: dict[str, Any], path: KeyPath) -> Param:
         valid = ", ".join(DISTRIBUTIONS.names())
@@ -251,15 +283,14 @@ class _Parser:
                 self._coerces(name, value, shared, (*at, i))
 
     def _coerces(self, key: str, value: Any, base: TrainConfig, at: KeyPath) -> None:
+        if isinstance(value, str):  # other types are refused by from_flat, with the type named
+            problem = _unknown_name(key, value)
+            if problem is not None:
+                self.fail(at, problem)
         try:
             TrainConfig.from_flat({key: value}, base=base)
         except ConfigError as exc:
             self.fail(at, f"not a valid value: {exc}")
-        registry = _name_registry(key)
-        if registry is not None and value not in registry:
-            self.fail(
-                at, f"unknown {registry.kind} {value!r}; valid: {', '.join(registry.names())}"
-            )
 
     def _check_conditions(self, fixed: dict[str, Any], params: dict[str, Param]) -> None:
         testable = sorted([*fixed, *(n for n, p in params.items() if p.is_choice)])
@@ -286,8 +317,11 @@ class _Parser:
                     )
                 for i, value in enumerate(values):
                     if value not in possible:
+                        problem = _unknown_name(parent, value) if isinstance(value, str) else None
                         self.fail(
-                            (*at, i), f"{parent} can never be {value!r}; it takes {possible!r}"
+                            (*at, i),
+                            f"{parent} can never be {value!r}; it takes {possible!r}"
+                            + (f" ({problem})" if problem else ""),
                         )
 
     def _dependency_order(self, params: dict[str, Param]) -> list[str]:
@@ -329,16 +363,29 @@ def _scalar_type(hint: Any) -> Any:
     return hint
 
 
-def _name_registry(key: str) -> Registry[Any] | None:
-    spec = NAME_REGISTRIES.get(key)
-    if spec is None:
+def _unknown_name(key: str, value: str) -> str | None:
+    """What is wrong with ``value`` for a key of :data:`NAMED_VALUES`; None when it is valid."""
+    kind, valid = key, None  # the names every source holds
+    for module_name, attr in NAMED_VALUES.get(key, ()):
+        found = _valid_names(module_name, attr, key)
+        if found is not None:
+            kind = found[0] if valid is None else kind
+            valid = found[1] if valid is None else [n for n in valid if n in found[1]]
+    if valid is None or value in valid:
         return None
-    module_name, attr = spec
+    return f"unknown {kind} {value!r}; valid: {', '.join(valid)}"
+
+
+def _valid_names(module_name: str, attr: str, key: str) -> tuple[str, list[str]] | None:
+    """(what the names are, the sorted names) held by ``module_name.attr``; None when that
+    module is not installed here."""
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             return None  # that part of the project is not installed here
         raise
-    registry = getattr(module, attr, None)
-    return registry if isinstance(registry, Registry) else None
+    owner = getattr(module, attr)  # an AttributeError here is a stale NAMED_VALUES entry
+    if isinstance(owner, Registry):
+        return owner.kind, owner.names()
+    return key, sorted(str(name) for name in owner)

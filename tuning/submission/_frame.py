@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from training.files import atomic_write_text
 from tuning.submission._errors import SubmissionError
 
 __all__ = ["build_submission", "few", "label_column", "validate_submission", "write_submission"]
@@ -108,18 +106,6 @@ def validate_submission(
 
 
 def write_submission(frame: pd.DataFrame, out: str | Path) -> Path:
-    """Write ``frame`` as CSV through a temp file + ``os.replace``: an interrupted run never
-    leaves half a submission where a good one was."""
-    out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return out
+    """Write ``frame`` as CSV atomically: an interrupted run never leaves half a submission
+    where a good one was."""
+    return atomic_write_text(Path(out).expanduser(), frame.to_csv(index=False))

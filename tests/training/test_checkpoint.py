@@ -1,0 +1,161 @@
+"""The typed checkpoint: one format, refused by every reader when it is another, and the
+augmentation fill that follows the data's background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.checkpoint import CHECKPOINT_FILE, FORMAT_VERSION, Checkpoint, CheckpointError
+from training.data import cifar
+from training.engine import LocalReporter, fit, prepare_data
+from training.tasks import preset_config
+
+
+def _cfg(task: str, **over: object):  # type: ignore[no-untyped-def]
+    base: dict[str, object] = {"data.image_size": 32, "optim.epochs": 1, "num_threads": 1}
+    if task == "task1":
+        base["model.hidden_sizes"] = [16]
+    return preset_config(task, {**base, **over})
+
+
+@pytest.fixture(scope="module")
+def task1_checkpoint(task1_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = _cfg("task1")
+    data, _ = prepare_data(task1_data, cfg)
+    out = tmp_path_factory.mktemp("ckpt")
+    fit(cfg, data, LocalReporter(out_dir=out))
+    return out / CHECKPOINT_FILE
+
+
+def _other_version(src: Path, dst: Path, version: object) -> Path:
+    """``src`` rewritten with another ``format`` (the raw file: that is what another
+    poketune version would have written)."""
+    raw = torch.load(src, map_location="cpu", weights_only=True)
+    raw["format"] = version
+    dst.mkdir(parents=True, exist_ok=True)
+    torch.save(raw, dst / CHECKPOINT_FILE)
+    return dst / CHECKPOINT_FILE
+
+
+def test_for_inference_keeps_the_best_weights_only(task1_checkpoint: Path) -> None:
+    ckpt = Checkpoint.load(task1_checkpoint)
+    assert ckpt.optimizer and ckpt.best_model is not None
+    slim = ckpt.for_inference()
+    assert slim.optimizer == {} and slim.scheduler == {} and slim.early_stop == {}
+    assert slim.best_model is None
+    for k, v in ckpt.best_model.items():
+        assert torch.equal(slim.model[k], v)
+    assert (slim.config, slim.history, slim.class_names) == (ckpt.config, ckpt.history, ckpt.class_names)
+
+
+@pytest.mark.parametrize("version", [1, FORMAT_VERSION + 1, None])
+def test_another_format_is_refused_naming_both_versions(
+    task1_checkpoint: Path, tmp_path: Path, version: object
+) -> None:
+    path = _other_version(task1_checkpoint, tmp_path, version)
+    with pytest.raises(CheckpointError) as err:
+        Checkpoint.load(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert f"format {version!r}" in message and f"format {FORMAT_VERSION}" in message
+
+
+def test_a_truncated_file_is_a_named_error(task1_checkpoint: Path, tmp_path: Path) -> None:
+    bad = tmp_path / CHECKPOINT_FILE
+    bad.write_bytes(task1_checkpoint.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=str(bad)):
+        Checkpoint.load(bad)
+
+
+def test_every_reader_goes_through_the_type(
+    task1_checkpoint: Path, task1_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """submit, compare and resume all refuse a checkpoint of another format with the same
+    one-line error (retrain reads trials through the same load: see test_retrain)."""
+    from tuning.cli import main
+    from tuning.compare import compare_runs
+    from tuning.predict import load_predictor
+
+    old = _other_version(task1_checkpoint, tmp_path / "old", 1)
+    with pytest.raises(CheckpointError, match="format 1"):
+        load_predictor(str(old))
+    with pytest.raises(CheckpointError, match="format 1"):
+        compare_runs([str(old)], tmp_path / "report", storage=str(tmp_path), data=str(task1_data))
+    # resume reads the trial's checkpoint through a reporter: the Ray one loads the folder
+    from training.ray_worker import RayReporter
+
+    class _Folder:
+        def as_directory(self):  # type: ignore[no-untyped-def]
+            import contextlib
+
+            return contextlib.nullcontext(str(old.parent))
+
+    reporter = RayReporter(lambda *a, **k: None, lambda: _Folder())  # type: ignore[arg-type, return-value]
+    with pytest.raises(CheckpointError, match="format 1"):
+        reporter.load_checkpoint()
+    # the CLI prints it as one line, exit code 2
+    code = main(["submit", "--model", str(old), "--data", str(task1_data), "--out", str(tmp_path / "s.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "format 1" in err and "Traceback" not in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+# ---------------------------------------------------------------------------------- fill
+def _spy_augment(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    import training.engine as engine
+
+    built: list[object] = []
+    real = engine.BatchAugment
+
+    def make(*args: object, **kwargs: object) -> object:
+        aug = real(*args, **kwargs)  # type: ignore[arg-type]
+        built.append(aug)
+        return aug
+
+    monkeypatch.setattr(engine, "BatchAugment", make)
+    return built
+
+
+def _moved_in_pixels(augment: object, channels: int) -> torch.Tensor:
+    """The values a shift brings in: augment a constant mid-grey batch and keep what changed."""
+    torch.manual_seed(0)
+    x = torch.full((8, channels, 32, 32), 0.5)
+    out, _ = augment(x, torch.zeros(8, dtype=torch.long))  # type: ignore[operator]
+    return out[(out - 0.5).abs() > 1e-3]
+
+
+def test_composited_images_are_shifted_in_over_their_background(
+    task1_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """task1 composites transparent sprites over white: rotated or translated images must not
+    get black borders."""
+    cfg = _cfg("task1", **{"augment.translate": 0.4, "augment.rotation": 30.0})
+    assert cfg.data.rgba == "composite" and tuple(cfg.data.background) == (255, 255, 255)
+    data, report = prepare_data(task1_data, cfg)
+    assert report.transparent > 0
+    built = _spy_augment(monkeypatch)
+    fit(cfg, data, LocalReporter())
+    moved = _moved_in_pixels(built[0], 3)
+    # edges blend the grey image with the fill (bilinear); a black fill would darken them
+    assert moved.numel() > 0 and moved.min() > 0.5 and (moved > 0.99).float().mean() > 0.5
+
+
+def test_a_coloured_background_is_the_fill(task1_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg("task1", **{"augment.translate": 0.4, "data.background": [0, 128, 255]})
+    data, _ = prepare_data(task1_data, cfg)
+    assert data.augment_fill == pytest.approx((0.0, 128 / 255, 1.0))
+
+
+def test_keep_alpha_and_opaque_photos_keep_a_black_fill(
+    task2_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keep = _cfg("task2", **{"model.channels": 8, "model.stages": 2})
+    data, _ = prepare_data(task2_data, keep)
+    assert data.augment_fill == (0.0,) * 4  # transparent black, as before
+    folder = cifar.write_cifar10_batches(tmp_path, per_class=3, test_per_class=1)
+    monkeypatch.setattr(cifar, "EXPECTED_MD5", cifar.file_md5s(folder))
+    photos, report = prepare_data(tmp_path, _cfg("cifar10_cnn"))
+    assert report.transparent == 0 and photos.augment_fill == (0.0,) * 3
