@@ -8,13 +8,16 @@ MLFLOW_URI="sqlite:///$(pwd)/mlflow.db"
 mkdir -p "$OUT"
 start=$(date +%s)
 
-poketune make-data --kind task2 --out "$OUT/data" --scale 0.25 --seed 0
-poketune tune search_spaces/task2_cnn.yaml --data "$OUT/data" --samples 8 --name "$NAME" \
+# the competition's size (3600 images): on 900, the three configs measured plateaued near 0.6 F1
+poketune make-data --kind task2 --out "$OUT/data" --seed 0
+# a budget, not a trial count: trials keep coming for 6 minutes; the first is the preset, and
+# the sweep's end prints what tuning gained over it on the same validation split
+poketune tune search_spaces/task2_cnn.yaml --data "$OUT/data" --time-budget 6m --name "$NAME" \
     --cpus-per-trial 1 --set data.image_size=32 --mlflow-uri "$MLFLOW_URI"
 poketune results "$NAME" --top 5
 poketune retrain "$NAME" --mlflow-uri "$MLFLOW_URI"
 poketune submit --model "models:/poketune-task2/latest" --mlflow-uri "$MLFLOW_URI" \
-    --data "$OUT/data" --out "$OUT/submission.csv"
+    --data "$OUT/data" --out "$OUT/submission.csv" --tta
 poketune score "$OUT/submission.csv" --answers "$OUT/data/test_labels.csv"
 
 echo

@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EarlyStopConfig",
+    "FeaturesConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
@@ -127,6 +128,17 @@ class AugmentConfig:
     cutmix_alpha: float = 0.0
 
 
+@dataclass
+class FeaturesConfig:
+    # Frozen-backbone feature cache (transfer models): while the backbone is frozen (freeze
+    # depth 0, or the head phase of two-phase fine-tuning) its pooled features are computed
+    # once and the head trains on them. Live augmentation cannot be cached: with `views` > 0,
+    # that many augmented copies of the training set are featurised once and epochs cycle
+    # through them; with 0, trials that augment run the backbone every step as before.
+    cache: bool = True
+    views: int = 0
+
+
 _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -134,6 +146,7 @@ _SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "early_stop": EarlyStopConfig,
     "augment": AugmentConfig,
+    "features": FeaturesConfig,
 }
 
 
@@ -146,6 +159,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     seed: int = 0
     eval_batch_size: int = 512
     num_threads: int = 0  # torch threads per worker; 0 = leave torch's default
@@ -215,6 +229,7 @@ class TrainConfig:
         check(self.model.stages >= 1, "model.stages", "must be >= 1")
         check(self.optim.head_epochs >= 0, "optim.head_epochs", "must be >= 0")
         check(self.checkpoint_every_s >= 0, "checkpoint_every_s", "must be >= 0")
+        check(self.features.views >= 0, "features.views", "must be >= 0")
         check(
             self.early_stop.monitor in ("val_f1", "val_acc", "val_loss"),
             "early_stop.monitor",

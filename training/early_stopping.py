@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.config import EarlyStopConfig
+from training.metrics import is_improvement, mode_of
 
 __all__ = ["EarlyStopping"]
 
@@ -21,7 +22,7 @@ class EarlyStopping:
 
     @property
     def minimize(self) -> bool:
-        return self.cfg.monitor == "val_loss"
+        return mode_of(self.cfg.monitor) == "min"
 
     def update(self, epoch: int, metrics: dict[str, float]) -> bool:
         """Record an epoch's metrics (0-based ``epoch``); True when it is the best so far."""
@@ -30,9 +31,7 @@ class EarlyStopping:
         if math.isnan(value):
             self.bad_epochs += 1
             return False
-        if self.best is None or (
-            (self.best - value if self.minimize else value - self.best) > self.cfg.min_delta
-        ):
+        if is_improvement(value, self.best, mode_of(self.cfg.monitor), self.cfg.min_delta):
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1

@@ -12,6 +12,7 @@ import copy
 import functools
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +29,30 @@ from training.checkpoint import Checkpoint, build_model_for
 from training.config import ConfigError, TrainConfig
 from training.data import LoadReport, Preprocessing, load_split, stratified_split
 from training.data.augment import BatchAugment
+from training.devices import release_device_memory, training_device
 from training.early_stopping import EarlyStopping
-from training.loop import ArrayLoader, autocast_for, evaluate, train_one_epoch
+from training.features import (
+    PROCESS_STORE,
+    FeaturePlan,
+    Features,
+    FeatureStore,
+    compute_features,
+    evaluate_head,
+    feature_key,
+    plan_features,
+    train_head_one_epoch,
+)
+from training.loop import (
+    ArrayLoader,
+    autocast_for,
+    channels_last_for,
+    data_fits_on_device,
+    evaluate,
+    train_one_epoch,
+)
 from training.losses import build_criterion, build_sampler
-from training.models import regularization, set_freeze_depth
+from training.metrics import mode_of
+from training.models import regularization, set_freeze_depth, unwrap
 from training.optim import Scheduler, build_optimizer, build_scheduler
 
 __all__ = [
@@ -195,8 +216,7 @@ class _Phases:
             lr = self.cfg.optim.finetune_lr
         set_freeze_depth(self.model, depth)
         # without a validation set the plateau scheduler watches train_loss: lower is better
-        minimize = self.cfg.early_stop.monitor == "val_loss" or not self.has_val
-        mode = "min" if minimize else "max"
+        mode = mode_of(self.cfg.early_stop.monitor if self.has_val else "train_loss")
         self.optimizer = build_optimizer(self.model, self.cfg.optim, lr)
         self.scheduler = build_scheduler(
             self.optimizer, self.cfg.optim, self.cfg.optim.epochs - epoch, mode
@@ -206,10 +226,8 @@ class _Phases:
 
 
 def _device() -> torch.device:
-    # Ray sets CUDA_VISIBLE_DEVICES per worker/trial, so "is a GPU visible" is "was one granted"
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    # under Ray: the GPUs Ray granted this trial (none granted → CPU, whatever is visible)
+    return training_device()
 
 
 @dataclass
@@ -230,8 +248,8 @@ class _Run:
 def _build(cfg: TrainConfig, data: PreparedData, device: torch.device) -> _Run:
     """The model on ``device``, its phases, early stopping and (fp16 AMP) grad scaler."""
     model = build_model_for(cfg, data.num_classes).to(device)
-    # channels_last speeds convolutions up on GPUs (tensor cores) and costs nothing for MLPs
-    channels_last = device.type == "cuda" and cfg.model.name != "mlp"
+    # one rule for fit and the benchmarks' plain loops (loop.kernels_for)
+    channels_last = channels_last_for(device, cfg.model.name)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     has_val = len(data.y_val) > 0
@@ -246,6 +264,26 @@ def _build(cfg: TrainConfig, data: PreparedData, device: torch.device) -> _Run:
     )
 
 
+def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor its parameter's memory format.
+
+    ``load_state_dict`` keeps the strides the state was saved with: a checkpoint written by an
+    NCHW model and restored into a channels_last one (a CPU trial resumed on a GPU) leaves
+    Adam's moments NCHW, and the fused kernels then pair mismatched elements without an error
+    (measured: parameters off by up to 0.15 against unfused Adam).
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == param.shape
+                    and value.stride() != param.stride()
+                ):
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def _restore(run: _Run, ckpt: Checkpoint) -> None:
     """Continue after ``ckpt``'s epoch with its weights, optimizer, scheduler, early-stopping
     state and best weights."""
@@ -253,6 +291,7 @@ def _restore(run: _Run, ckpt: Checkpoint) -> None:
     run.model.load_state_dict(ckpt.model)
     run.phases.enter(max(ckpt.epoch - 1, 0))
     run.phases.optimizer.load_state_dict(ckpt.optimizer)
+    _match_state_layout(run.phases.optimizer)
     run.phases.scheduler.load_state_dict(ckpt.scheduler)
     if run.scaler is not None and ckpt.scaler:
         run.scaler.load_state_dict(ckpt.scaler)
@@ -269,17 +308,31 @@ class _Batches:
     augment: BatchAugment
 
 
+def _gpu_share() -> float:
+    """The fraction of a GPU this Ray trial or worker reserved (``--gpus-per-trial 0.25`` →
+    0.25); 1 outside Ray or with a whole GPU."""
+    ray = sys.modules.get("ray")  # not imported: not under Ray (and no slow import for it)
+    if ray is None or not ray.is_initialized():
+        return 1.0
+    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    return min(float(gpus), 1.0) if gpus else 1.0
+
+
 def _batches(
     cfg: TrainConfig, data: PreparedData, reporter: Reporter, device: torch.device, start_epoch: int
 ) -> _Batches:
     """Loaders over the in-memory arrays, the criterion and augmentation."""
-    # Data stays in host memory on CPU; on a GPU a small set moves there once
-    on_device = device.type == "cuda" and data.x_train.nbytes < 2 * 1024**3
+    # Data stays in host memory on CPU; on a GPU the set moves there once if it fits this
+    # trial's share of the free memory, else batches go through pinned staging (never pin
+    # the whole set: the page-locked allocation rounds up to a power of two per trial)
+    nbytes = data.x_train.nbytes + data.x_val.nbytes + data.y_train.nbytes
+    on_device = device.type == "cuda" and data_fits_on_device(
+        device, nbytes, gpu_share=_gpu_share()
+    )
     store = device if on_device else torch.device("cpu")
+    pin = device.type == "cuda" and not on_device
     x_train = _tensor(data.x_train).to(store)
     y_train = _tensor(data.y_train).to(store)
-    if device.type == "cuda" and not on_device:
-        x_train = x_train.pin_memory()
     x_val = _tensor(data.x_val).to(store)
     y_val = _tensor(data.y_val)
 
@@ -295,9 +348,23 @@ def _batches(
     fill = data.augment_fill or (0.0,)
     return _Batches(
         train=ArrayLoader(
-            x_train, y_train, cfg.optim.batch_size, sampler, reporter.rank, reporter.world_size
+            x_train,
+            y_train,
+            cfg.optim.batch_size,
+            sampler,
+            reporter.rank,
+            reporter.world_size,
+            pin_memory=pin,
         ),
-        val=ArrayLoader(x_val, y_val, cfg.eval_batch_size, None, reporter.rank, reporter.world_size),
+        val=ArrayLoader(
+            x_val,
+            y_val,
+            cfg.eval_batch_size,
+            None,
+            reporter.rank,
+            reporter.world_size,
+            pin_memory=pin,
+        ),
         criterion=criterion,
         augment=BatchAugment(cfg.augment, data.num_classes, fill=fill),
     )
@@ -322,19 +389,45 @@ def _checkpoint(run: _Run, cfg: TrainConfig, data: PreparedData, epoch: int) -> 
     )
 
 
+def _transfer_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(backbone, head) of a transfer model (plan_features admits only those)."""
+    inner: Any = unwrap(model)
+    return inner.backbone, inner.head
+
+
+def _cached_features(
+    cfg: TrainConfig,
+    data: PreparedData,
+    model: nn.Module,
+    plan: FeaturePlan,
+    batches: _Batches,
+    device: torch.device,
+    store: FeatureStore | None,
+) -> Features:
+    """The frozen backbone's features of ``data``, from ``store`` or computed once now."""
+    backbone = _transfer_parts(model)[0]
+    feats, _ = (store or PROCESS_STORE).get_or_compute(
+        feature_key(cfg, data, backbone, plan),
+        lambda: compute_features(backbone, data, plan, batches.augment, device, cfg),
+    )
+    return feats
+
+
 def fit(
     cfg: TrainConfig,
     data: PreparedData,
     reporter: Reporter | None = None,
     *,
     device: torch.device | None = None,
+    features: FeatureStore | None = None,
 ) -> FitResult:
     """Train ``cfg`` on ``data``, reporting metrics every epoch and a :class:`Checkpoint`
     whenever one is due.
 
     Resumes from ``reporter.load_checkpoint()`` when it returns one: the next epoch is the
     one after the checkpoint's, with optimizer, scheduler, early-stopping state and the
-    best weights restored.
+    best weights restored. While a transfer backbone is frozen the head trains on cached
+    features (see :mod:`training.features`; ``features`` is where they are kept).
     """
     reporter = reporter or LocalReporter()
     device = device or _device()
@@ -356,6 +449,8 @@ def fit(
     extra_loss = functools.partial(regularization, model)
     distributed = reporter.world_size > 1 and dist.is_available() and dist.is_initialized()
     ddp: nn.Module = model
+    plan = plan_features(cfg, world_size=reporter.world_size, augment=batches.augment)
+    cached: Features | None = None
 
     stopped_early = False
     epoch = run.start_epoch
@@ -373,21 +468,48 @@ def fit(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
         t0 = time.perf_counter()
-        train_metrics = train_one_epoch(
-            ddp,
-            batches.train,
-            batches.criterion,
-            phases.optimizer,
-            device,
-            prep,
-            augment=batches.augment if batches.augment.enabled else None,
-            amp=cfg.optim.amp,
-            scaler=run.scaler,
-            regularization=extra_loss,
-            channels_last=run.channels_last,
-        )
+        on_features = epoch < plan.epochs
+        extract_s = 0.0
+        if on_features and cached is None:
+            cached = _cached_features(cfg, data, model, plan, batches, device, features)
+            extract_s = cached.extract_s
+        if on_features and cached is not None:
+            train_metrics = train_head_one_epoch(
+                _transfer_parts(model)[1],
+                cached.view(epoch),
+                batches.train.labels,
+                batches.train.sampler or range(len(batches.train.labels)),
+                batches.criterion,
+                phases.optimizer,
+                device,
+                batch_size=cfg.optim.batch_size,
+                regularization=extra_loss,
+            )
+        else:
+            train_metrics = train_one_epoch(
+                ddp,
+                batches.train,
+                batches.criterion,
+                phases.optimizer,
+                device,
+                prep,
+                augment=batches.augment if batches.augment.enabled else None,
+                amp=cfg.optim.amp,
+                scaler=run.scaler,
+                regularization=extra_loss,
+                channels_last=run.channels_last,
+            )
         train_time = time.perf_counter() - t0
-        if run.has_val:
+        if run.has_val and on_features and cached is not None:
+            val = evaluate_head(
+                _transfer_parts(model)[1],
+                cached.val,
+                batches.val.labels,
+                device,
+                num_classes=data.num_classes,
+                batch_size=cfg.eval_batch_size,
+            ).metrics()
+        elif run.has_val:
             val = evaluate(
                 model,
                 batches.val,
@@ -419,6 +541,9 @@ def fit(
             "best_val_f1": max([h["val_f1"] for h in run.history] + [val["val_f1"]]),
             "phase": phases.current or "finetune",
             "early_stopped": bool(stop),
+            # which path the epoch took (the results show it per trial)
+            "features": "cached" if on_features else "live",
+            "feature_extract_s": extract_s,
         }
         run.history.append(metrics)
         checkpoint = None
@@ -440,6 +565,8 @@ def fit(
 
     if cfg.early_stop.restore_best and run.best_state is not None:
         model.load_state_dict(run.best_state)
+    del batches  # the training set's device copy, if it had one
+    release_device_memory(device)
     return FitResult(
         model=model,
         history=run.history,

@@ -5,7 +5,8 @@ dataset comes out of the object store, and a :class:`RayReporter` turns poketune
 :class:`~training.checkpoint.Checkpoint` into a Ray checkpoint folder. The same ``fit`` runs in both places:
 
 * ``train_loop_per_worker`` — each worker of a ``TorchTrainer`` (data-parallel, gloo/NCCL);
-* ``tune_trial`` — inside a Tune trial process (single worker, no TorchTrainer start-up cost).
+* ``tuning.sweep``'s single-worker trials — ``fit`` inside the Tune trial process with a
+  :class:`RayReporter` over ``ray.tune`` (no TorchTrainer start-up cost).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ __all__ = [
     "format_epoch",
     "run_torch_trainer",
     "train_loop_per_worker",
-    "tune_trial",
 ]
 
 
@@ -98,12 +98,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         echo=bool(config.get("echo", False)),
     )
     fit(cfg, _resolve(config["data"]), reporter, device=ray.train.torch.get_device())
-
-
-def tune_trial(config: dict[str, Any], data: Any) -> None:
-    """Tune function trainable for single-worker trials: the loop runs in the trial itself."""
-    cfg = TrainConfig.from_flat(config)
-    fit(cfg, _resolve(data), RayReporter(ray.tune.report, ray.tune.get_checkpoint))
 
 
 def run_torch_trainer(

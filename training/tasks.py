@@ -142,30 +142,9 @@ TASKS.register("cifar10_transfer")(
 TASKS.register("cifar10_lite")(
     {  # cifar10_transfer with EfficientNet-Lite2 (B2's width/depth scaling, offline weights);
         # everything else as in cifar10_transfer so the two compare
+        **TASKS.get("cifar10_transfer"),
         "model.name": "efficientnet_lite2",
-        "model.head_hidden": [128, 256],
-        "model.head_dropout": [0.2, 0.0],
-        "model.head_l2": 1e-3,
-        "model.freeze_depth": -1,
-        "model.pretrained": True,
-        "data.layout": "cifar10",
-        "data.image_size": 128,
         "data.normalize": "lite",
-        "data.val_fraction": 0.2,
-        "optim.optimizer": "adam",
-        "optim.lr": 1e-3,
-        "optim.head_epochs": 4,
-        "optim.finetune_lr": 5e-6,
-        "optim.scheduler": "plateau",
-        "optim.plateau_factor": 0.5,
-        "optim.plateau_patience": 2,
-        "optim.min_lr": 1e-8,
-        "optim.batch_size": 128,
-        "optim.epochs": 18,
-        "early_stop.monitor": "val_loss",
-        "early_stop.patience": 3,
-        "early_stop.min_delta": 1e-5,
-        "early_stop.restore_best": True,
     }
 )
 

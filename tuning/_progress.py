@@ -23,7 +23,7 @@ class ProgressPrinter(tune.Callback):
     """Prints ``trial  epoch  val_f1  best-so-far  key params`` as results arrive."""
 
     def __init__(
-        self, *, space: SearchSpace, samples: int, max_epochs: int, stream: TextIO | None = None
+        self, *, space: SearchSpace, samples: int | None, max_epochs: int, stream: TextIO | None = None
     ) -> None:
         self.space = space
         self.samples = samples
@@ -42,7 +42,8 @@ class ProgressPrinter(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         params = self.space.active_values(trial.config)
         text = "  ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())
-        self._out(f"[{self._elapsed()}] trial {self._num(trial):>3}/{self.samples} {trial.trial_id} start  {text}")
+        of = f"/{self.samples}" if self.samples else ""
+        self._out(f"[{self._elapsed()}] trial {self._num(trial):>3}{of} {trial.trial_id} start  {text}")
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -67,7 +68,7 @@ class ProgressPrinter(tune.Callback):
         last = trial.last_result or {}
         epochs = last.get("epoch", 0)
         how = "early-stopped" if last.get("early_stopped") else (
-            "finished" if epochs >= self.max_epochs else f"stopped by ASHA at epoch {epochs}"
+            "finished" if epochs >= self.max_epochs else f"stopped at epoch {epochs} (ASHA or the budget)"
         )
         self._out(f"[{self._elapsed()}] trial {self._num(trial):>3} {trial.trial_id} {how}")
 

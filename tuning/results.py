@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from training.errors import PoketuneError
+from tuning.budget import Ledger
 from tuning.space import SearchSpace, load_space
 from tuning.storage import SWEEP_META, SWEEP_SPACE, local_copy, sweep_uri
 
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 #: trial statuses in the results frame
-STATUSES = ("completed", "stopped_asha", "early_stopped", "errored", "running", "pending")
+STATUSES = ("completed", "stopped_asha", "stopped_budget", "early_stopped", "errored", "running", "pending")
 
 
 class SweepNotFoundError(PoketuneError, FileNotFoundError):
@@ -139,6 +140,7 @@ def load(name: str, storage: str) -> pd.DataFrame:
     """One row per trial: id, status, stop epoch, parameters, best/last metric, epochs, time."""
     sweep = open_sweep(name, storage)
     states = _trial_states(sweep)
+    ledger = Ledger.read(str(sweep.path))
     metric = sweep.space.metric
     maximize = sweep.space.mode == "max"
     rows = []
@@ -149,6 +151,8 @@ def load(name: str, storage: str) -> pd.DataFrame:
         state = states.get(str(tid), {})
         errored = (d / "error.txt").is_file() and state.get("status") != "TERMINATED"
         status = _status(state.get("status"), results, sweep.max_epochs, errored)
+        if status == "stopped_asha" and str(tid) in ledger.budget_stopped:
+            status = "stopped_budget"  # the deadline, not ASHA, ended it
         scored = [r for r in results if r.get(metric) is not None]
         values = [r[metric] for r in scored]
         best = (max if maximize else min)(values) if values else np.nan
@@ -156,7 +160,8 @@ def load(name: str, storage: str) -> pd.DataFrame:
         row: dict[str, Any] = {
             "trial_id": tid,
             "status": status,
-            "stop_epoch": _epoch(results[-1]) if status == "stopped_asha" else pd.NA,
+            "stop_epoch": _epoch(results[-1]) if status in ("stopped_asha", "stopped_budget") else pd.NA,
+            "preset": str(tid) == ledger.preset_trial,
             f"best_{metric}": best,
             f"last_{metric}": values[-1] if values else np.nan,
             "best_epoch": _epoch(scored[best_at]) if best_at is not None else None,
@@ -197,7 +202,8 @@ def load_history(name: str, storage: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial_id", "epoch"])
     keep = [
         "trial_id", "epoch", "training_iteration", "train_loss", "val_loss", "val_f1", "val_acc",
-        "lr", "epoch_time_s", "train_images_per_s", "phase", "early_stopped", "time_total_s", "timestamp", "node_id",
+        "lr", "epoch_time_s", "train_images_per_s", "phase", "early_stopped", "features", "feature_extract_s",
+        "time_total_s", "timestamp", "node_id",
     ]
     out = pd.concat(frames, ignore_index=True)
     return out[[c for c in keep if c in out.columns]]

@@ -9,6 +9,7 @@ of ``poketune-<task>``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import sys
@@ -61,11 +62,20 @@ class SourceTrial:
 
 
 @dataclass
-class RetrainResult:
-    source: SourceTrial
+class Member:
+    """One model of the registered ensemble: which trial, seed and epoch count made it."""
+
+    trial_id: str
+    seed: int
     epochs: int
+
+
+@dataclass
+class RetrainResult:
+    source: SourceTrial  # the best of ``sources``
+    epochs: int  # the best source's epoch count
     seeds: list[int]
-    checkpoints: list[Path]  # one inference checkpoint.pt per seed
+    checkpoints: list[Path]  # one inference checkpoint.pt per member (source × seed)
     run_dirs: list[str]  # the TorchTrainer runs under the sweep's storage
     histories: list[list[dict[str, Any]]]
     wall_time_s: float
@@ -74,6 +84,8 @@ class RetrainResult:
     registered_name: str | None = None
     version: int | None = None
     warnings: list[str] = field(default_factory=list)
+    sources: list[SourceTrial] = field(default_factory=list)  # --top K: the K configs
+    members: list[Member] = field(default_factory=list)
 
     @property
     def model_uri(self) -> str | None:
@@ -143,6 +155,32 @@ def select_trial(name: str, storage: str, trial: str | None = None) -> SourceTri
         config=cfg,
         config_from=origin,
     )
+
+
+def select_trials(name: str, storage: str, top: int) -> list[SourceTrial]:
+    """The ``top`` best finished trials of sweep ``name`` with distinct configs (the searched
+    values a trial really had; a config sampled twice counts once, at its better score)."""
+    if top < 1:
+        raise ConfigError(f"--top must be >= 1, got {top}")
+    sweep = results.open_sweep(name, storage)
+    frame = results.load(name, storage)  # sorted best first
+    col = f"best_{sweep.space.metric}"
+    usable = frame[~frame["status"].isin(_FAILED) & frame[col].notna() & frame["best_epoch"].notna()]
+    params = [p for p in sweep.space.params if p in usable.columns]
+    seen: set[str] = set()
+    picked: list[str] = []
+    for _, row in usable.iterrows():
+        key = json.dumps({p: row[p] for p in params if not pd.isna(row[p])}, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            picked.append(str(row["trial_id"]))
+        if len(picked) == top:
+            break
+    if len(picked) < top:
+        raise ConfigError(
+            f"--top {top}: sweep {name!r} has only {len(picked)} finished trial(s) with distinct configs"
+        )
+    return [select_trial(name, storage, tid) for tid in picked]
 
 
 def retrain_config(source: SourceTrial, *, epochs: int, seed: int, num_threads: int) -> TrainConfig:
@@ -268,8 +306,10 @@ def _log_and_register(
         Tags.SWEEP: source.sweep,
         Tags.TASK: cfg.task,
         Tags.DATA_HASH: data.source_hash,
-        "source_trial_id": source.trial_id,
+        "source_trial_id": ",".join(dict.fromkeys(m.trial_id for m in result.members)) or source.trial_id,
         "seeds": ",".join(map(str, result.seeds)),
+        # what the registered model is made of: trial, seed and epochs of every member
+        "members": json.dumps([dataclasses.asdict(m) for m in result.members]),
     }
     with tracking(uri) as client:
         exp_id = get_or_create_experiment(client, experiment, uri)
@@ -289,11 +329,16 @@ def _log_and_register(
                     "source.config_from": source.config_from,
                 }
             )
-            for epoch in range(result.epochs):
-                losses = [h[epoch]["train_loss"] for h in result.histories if len(h) > epoch]
-                metrics = {"train_loss": float(np.mean(losses))}
-                if len(result.seeds) > 1:
-                    metrics.update({f"train_loss.seed{s}": v for s, v in zip(result.seeds, losses, strict=False)})
+            for epoch in range(max(len(h) for h in result.histories)):
+                losses = {
+                    f"train_loss.{m.trial_id}.seed{m.seed}" if len(result.sources) > 1 else f"train_loss.seed{m.seed}":
+                    h[epoch]["train_loss"]
+                    for m, h in zip(result.members, result.histories, strict=True)
+                    if len(h) > epoch
+                }
+                metrics = {"train_loss": float(np.mean(list(losses.values())))}
+                if len(losses) > 1 or len(result.checkpoints) > 1:
+                    metrics.update(losses)
                 mlflow.log_metrics(metrics, step=epoch + 1)
             example = normalize_batch(torch.as_tensor(data.x_train[:1]), prep).numpy()
             info = mlflow.pyfunc.log_model(
@@ -308,6 +353,7 @@ def _log_and_register(
                     "class_names": list(data.class_names),
                     "preprocessing": prep.to_dict(),
                     "members": len(result.checkpoints),
+                    "member_sources": [dataclasses.asdict(m) for m in result.members],
                     "input": "normalised float32 N×C×H×W (uint8 images: unwrap_python_model())",
                 },
             )
@@ -329,6 +375,7 @@ def retrain(
     *,
     mlflow_uri: str | None,
     trial: str | None = None,
+    top: int = 1,
     epochs: Epochs = "best",
     seeds: int = 1,
     workers: int = 1,
@@ -339,7 +386,8 @@ def retrain(
     address: str | None = None,
     verbose: bool = False,
 ) -> RetrainResult:
-    """Retrain sweep ``name``'s best trial (or ``trial``) on train+val, ``seeds`` times.
+    """Retrain sweep ``name``'s best trial (or ``trial``, or its ``top`` best distinct
+    configs) on train+val, ``seeds`` times each.
 
     ``data`` overrides the dataset folder recorded by the sweep (a sweep run elsewhere).
     With ``mlflow_uri`` the run is logged (experiment ``experiment``, default
@@ -360,7 +408,10 @@ def retrain(
         mlflow_uri = ensure_reachable(mlflow_uri, hint="retrain without --mlflow-uri to skip MLflow")
 
     sweep = results.open_sweep(name, storage)
-    source = select_trial(name, storage, trial)
+    if trial is not None and top != 1:
+        raise ConfigError("--trial and --top are exclusive: one names a trial, the other the K best")
+    sources = [select_trial(name, storage, trial)] if top == 1 else select_trials(name, storage, top)
+    source = sources[0]
     n_epochs = _epochs(source, epochs)
     data_root = data or sweep.meta["data"]
     base = source.config
@@ -385,10 +436,14 @@ def retrain(
     )
     stamp = _unused_stamp(local_root, f"{t0:%Y%m%d-%H%M%S}")
     seed_list = [base.seed + k for k in range(seeds)]
-    checkpoints, histories, run_dirs = [], [], []
-    for seed in seed_list:
-        cfg = retrain_config(source, epochs=n_epochs, seed=seed, num_threads=torch_threads(cpus))
-        run_name = f"{stamp}-seed{seed}"
+    checkpoints, histories, run_dirs, members = [], [], [], []
+    # every data.* key is shared by a sweep's trials (the loader refuses searching them), so
+    # one decoded set serves every member
+    for src, seed in ((src, seed) for src in sources for seed in seed_list):
+        src_epochs = _epochs(src, epochs)
+        cfg = retrain_config(src, epochs=src_epochs, seed=seed, num_threads=torch_threads(cpus))
+        run_name = f"{stamp}-seed{seed}" if len(sources) == 1 else f"{stamp}-{src.trial_id}-seed{seed}"
+        members.append(Member(src.trial_id, seed, src_epochs))
         path, history, run_dir = _train_seed(
             cfg,
             data_ref,
@@ -411,6 +466,8 @@ def retrain(
         histories=histories,
         wall_time_s=0.0,
         warnings=warnings,
+        sources=sources,
+        members=members,
     )
     if mlflow_uri is not None:
         _log_and_register(

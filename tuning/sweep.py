@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,14 +25,16 @@ import ray
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from training.config import ConfigError, TrainConfig
 from training.engine import prepare_data
+from training.features import RayFeatureStore
 from training.models import check_pretrained_offline
 from training.ray_session import default_storage, init_ray, torch_threads
 from training.registry import Registry
 from tuning._progress import ProgressPrinter
+from tuning._tune_budget import BudgetStopper, DeadlineOptunaSearch, LedgerCallback
+from tuning.budget import Ledger, start_ledger
 from tuning.space import SearchSpace, load_space
 from tuning.space._load import SHARED_REASON
 from tuning.storage import SWEEP_META, SWEEP_SPACE, resolve_storage, sweep_uri, write_text
@@ -53,9 +56,12 @@ log = logging.getLogger("poketune")
 
 #: Optuna samplers behind OptunaSearch, by name: (seed, samples) -> sampler.  "random" keeps
 #: the same define-by-run space (conditionals, list choices), which makes it the fair baseline
-SAMPLERS: Registry[Callable[[int, int], BaseSampler]] = Registry("search algorithm")
+SAMPLERS: Registry[Callable[[int, int | None], BaseSampler]] = Registry("search algorithm")
 SAMPLERS.register("tpe")(
-    lambda seed, samples: TPESampler(seed=seed, n_startup_trials=max(3, min(10, samples // 3)))
+    # a third of a counted sweep explores at random (3..10 trials); a budget-only sweep, 10
+    lambda seed, samples: TPESampler(
+        seed=seed, n_startup_trials=max(3, min(10, samples // 3)) if samples else 10
+    )
 )
 SAMPLERS.register("random")(lambda seed, samples: RandomSampler(seed=seed))
 
@@ -78,7 +84,7 @@ SCHEDULERS.register("fifo")(lambda space: FIFOScheduler())
 class SweepOptions:
     space: str
     data: str
-    samples: int
+    samples: int | None = None  # None: as many as the time budget allows
     name: str | None = None
     storage: str = field(default_factory=default_storage)
     max_concurrent: int | None = None
@@ -111,6 +117,11 @@ class SweepResult:
     best_metric: float | None
     best_checkpoint: str | None
     wall_time_s: float
+    trials: int = 0  # trials started, the preset's included
+    budget_s: float | None = None
+    budget_stopped: list[str] = field(default_factory=list)
+    preset_trial_id: str | None = None
+    preset_metric: float | None = None  # the preset trial's best metric, same validation split
 
 
 def _check_shared_keys(space: SearchSpace) -> None:
@@ -144,12 +155,14 @@ def _trial_config(space: SearchSpace, config: dict[str, Any]) -> TrainConfig:
     return space.trial_config(config)
 
 
-def _single_worker_trial(config: dict[str, Any], *, space: SearchSpace, data: Any) -> None:
+def _single_worker_trial(
+    config: dict[str, Any], *, space: SearchSpace, data: Any, features: Any = None
+) -> None:
     from training.engine import fit
     from training.ray_worker import RayReporter
 
     cfg = _trial_config(space, config)
-    fit(cfg, ray.get(data[0]), RayReporter(tune.report, tune.get_checkpoint))
+    fit(cfg, ray.get(data[0]), RayReporter(tune.report, tune.get_checkpoint), features=features)
 
 
 def _torch_trainer_trial(
@@ -233,6 +246,7 @@ def _check_weights(space: SearchSpace, base: TrainConfig) -> None:
 def run_sweep(opts: SweepOptions) -> SweepResult:
     """Run (or, with ``opts.resume``, continue) a sweep and return its best trial."""
     t0 = _dt.datetime.now()
+    _check_counts(opts)
     space = load_space(opts.space)
     _check_shared_keys(space)
     name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
@@ -255,6 +269,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     )
     init_ray(opts.address, verbose=opts.verbose)
     data_ref = [ray.put(data)]  # wrapped in a list so Tune passes the ref, not a copy per trial
+    # frozen-backbone features, computed by the first trial that needs them and shared with
+    # the others through the object store (training/features.py)
+    features = RayFeatureStore.start(f"poketune-features-{name}-{os.getpid()}")
 
     workers = max(1, opts.workers_per_trial)
     constants: dict[str, Any] = {
@@ -265,7 +282,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     }
     if workers == 1:
         trainable: Any = tune.with_resources(
-            functools.partial(_single_worker_trial, space=space, data=data_ref),
+            functools.partial(_single_worker_trial, space=space, data=data_ref, features=features),
             {"CPU": opts.cpus_per_trial, "GPU": opts.gpus_per_trial},
         )
         per_cpu, per_gpu = opts.cpus_per_trial, opts.gpus_per_trial
@@ -296,6 +313,10 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     if opts.resume:
         if not tune.Tuner.can_restore(path):
             raise FileNotFoundError(f"no sweep to resume at {path}")
+        ledger = Ledger.read(path)
+        budget = opts.time_budget_s or ledger.budget_s
+        ledger.budget_s, ledger.deadline = budget, time.time() + budget if budget else None
+        start_ledger(path, ledger)
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -321,11 +342,22 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             "created": t0.isoformat(timespec="seconds"),
         }
         write_text(f"{path}/{SWEEP_META}", json.dumps(meta, indent=2, default=str))
-        searcher = OptunaSearch(
+        # the preset first: the search starts from a known-good point, and the sweep's end
+        # can say what tuning bought over it on the same validation split
+        point, _ = space.preset_point()
+        start_ledger(path, Ledger(
+            budget_s=opts.time_budget_s,
+            deadline=time.time() + opts.time_budget_s if opts.time_budget_s else None,
+            started=time.time(),
+            preset_point=point,
+        ))
+        searcher = DeadlineOptunaSearch(
             space=_Sampler(space, constants),
             metric=space.metric,
             mode=space.mode,
             sampler=SAMPLERS.get(opts.search)(opts.seed, opts.samples),
+            points_to_evaluate=[point],
+            sweep_uri=path,
         )
         scheduler = SCHEDULERS.get(opts.scheduler)(space)
         tuner = tune.Tuner(
@@ -335,9 +367,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 mode=space.mode,
                 search_alg=searcher,
                 scheduler=scheduler,
-                num_samples=opts.samples,
+                # -1: until the searcher stops proposing (the budget's deadline)
+                num_samples=opts.samples or -1,
                 max_concurrent_trials=_concurrency(opts, per_cpu, per_gpu),
-                time_budget_s=opts.time_budget_s,
                 trial_dirname_creator=_trial_dirname,
                 # a fresh process per trial costs seconds, so single-worker trials reuse
                 # theirs. A TorchTrainer trial's thread outlives Tune's 2 s reset wait while
@@ -351,29 +383,53 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 storage_path=storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                callbacks=[progress],
+                callbacks=[progress, LedgerCallback(path)],
+                stop=BudgetStopper(path),
                 verbose=1 if opts.verbose else 0,
             ),
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        features.stop()
     wall = (_dt.datetime.now() - t0).total_seconds()
+    ledger = Ledger.read(path)
+    out = SweepResult(
+        name, path, space.metric, space.mode, None, {}, None, None, wall,
+        trials=len(grid), budget_s=ledger.budget_s, budget_stopped=list(ledger.budget_stopped),
+        preset_trial_id=ledger.preset_trial,
+    )
+    for result in (grid[i] for i in range(len(grid))):
+        if ledger.preset_trial and (result.metrics or {}).get("trial_id") == ledger.preset_trial:
+            out.preset_metric = _best_metric(result, space)
     try:
         best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
     except RuntimeError:  # no trial reported the metric
-        return SweepResult(name, path, space.metric, space.mode, None, {}, None, None, wall)
+        return out
     metrics, config = best.metrics or {}, best.config or {}
-    best_ckpt = best.checkpoint.path if best.checkpoint else metrics.get("checkpoint_path")
-    return SweepResult(
-        name=name,
-        path=path,
-        metric=space.metric,
-        mode=space.mode,
-        best_trial_id=metrics.get("trial_id"),
-        best_config=space.active_values(config),
-        best_metric=_best_metric(best, space),
-        best_checkpoint=best_ckpt,
-        wall_time_s=wall,
-    )
+    out.best_trial_id = metrics.get("trial_id")
+    out.best_config = space.active_values(config)
+    out.best_metric = _best_metric(best, space)
+    out.best_checkpoint = best.checkpoint.path if best.checkpoint else metrics.get("checkpoint_path")
+    return out
+
+
+def _check_counts(opts: SweepOptions) -> None:
+    """A sweep needs a trial count, a time budget, or both; and resources that can run."""
+    if opts.samples is None and opts.time_budget_s is None and not opts.resume:
+        raise ConfigError("give --samples N, --time-budget DURATION (e.g. 20m), or both")
+    if opts.samples is not None and opts.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {opts.samples}")
+    if opts.time_budget_s is not None and opts.time_budget_s <= 0:
+        raise ConfigError(f"--time-budget must be more than 0 seconds, got {opts.time_budget_s}")
+    if opts.workers_per_trial > 1 and 0 < opts.gpus_per_trial < 1:
+        # Ray would pack the trial's ranks onto one GPU (every GPU node type in cluster.yaml
+        # has one), and NCCL refuses two ranks on a device ("Duplicate GPU detected")
+        raise ConfigError(
+            f"--workers-per-trial {opts.workers_per_trial} with --gpus-per-trial "
+            f"{opts.gpus_per_trial}: data-parallel ranks need a whole GPU each (use "
+            "--gpus-per-trial 1, or one worker per trial to share GPUs)"
+        )
 
 
 def _best_metric(best: Any, space: SearchSpace) -> float | None:

@@ -58,13 +58,15 @@ def test_geometry_moves_alpha_with_colour_and_fills() -> None:
     out, _ = BatchAugment(AugmentConfig(rotation=45.0, scale=0.3), 9, fill=(1.0, 1.0, 1.0, 0.25))(
         x, torch.zeros(8, dtype=torch.long)
     )
-    # pixels rotated in from outside take the fill value, per channel
+    # pixels rotated in from outside take the fill value, per channel; pixels sampled half
+    # inside blend bilinearly with the (zero) image, so every pixel is k·fill for one k
+    fill = torch.tensor([1.0, 1.0, 1.0, 0.25])
     corners = out[:, :, 0, 0]
-    moved = corners[:, 0] > 0.5
+    moved = corners[:, 0] > 0.999
     assert moved.any()
-    assert torch.allclose(
-        corners[moved], torch.tensor([1.0, 1.0, 1.0, 0.25]).expand(int(moved.sum()), 4)
-    )
+    assert torch.allclose(corners[moved], fill.expand(int(moved.sum()), 4))
+    k = out[:, :1]
+    assert torch.allclose(out, k * fill.view(1, 4, 1, 1), atol=1e-6)
 
 
 @pytest.mark.parametrize(

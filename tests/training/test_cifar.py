@@ -145,7 +145,7 @@ def test_cnn_preset_trains_one_epoch(cifar_root: Path, tmp_path: Path) -> None:
     rep = LocalReporter()
     result = fit(cfg, data, rep)
     assert len(rep.history) == 1 and 0 <= rep.history[0]["val_acc"] <= 1
-    assert result.checkpoint is not None and result.checkpoint["class_names"] == cifar.CLASS_NAMES
+    assert result.checkpoint is not None and result.checkpoint.class_names == cifar.CLASS_NAMES
 
 
 def test_transfer_preset_builds_the_study_head_and_trains_one_epoch(

@@ -291,6 +291,64 @@ def test_cache_reused_and_invalidated(kaggle_root: Path, tmp_path: Path) -> None
     assert touched.report.decoded == len(first) and touched.source_hash != first.source_hash
 
 
+def test_cache_key_covers_skip_bad(tmp_path: Path) -> None:
+    """A run that skipped a bad file must not answer a strict run from its cache."""
+    root = _small_kaggle(tmp_path / "d", [("a", "x"), ("bad", "x"), ("b", "y")], ["a.png", "b.png"])
+    (root / "train" / "bad.png").write_bytes(b"this is not a png")
+    skipping = load_split(root, _cfg(skip_bad=True), cache_dir=tmp_path / "c")
+    assert skipping.ids == ["a", "b"] and not skipping.report.from_cache
+    again = load_split(root, _cfg(skip_bad=True), cache_dir=tmp_path / "c")
+    assert again.report.from_cache and again.report.decoded == 0 and again.ids == ["a", "b"]
+    with pytest.raises(DataError, match=r"bad\.png.*cannot decode"):
+        load_split(root, _cfg(), cache_dir=tmp_path / "c")
+    # clean data too: each setting decodes into its own entry, then hits it
+    clean = _small_kaggle(tmp_path / "ok", [("a", "x"), ("b", "y")], ["a.png", "b.png"])
+    strict = load_split(clean, _cfg(), cache_dir=tmp_path / "c")
+    lenient = load_split(clean, _cfg(skip_bad=True), cache_dir=tmp_path / "c")
+    assert lenient.report.decoded == 2 and lenient.source_hash != strict.source_hash
+    assert load_split(clean, _cfg(), cache_dir=tmp_path / "c").report.from_cache
+    assert load_split(clean, _cfg(skip_bad=True), cache_dir=tmp_path / "c").report.from_cache
+
+
+def test_cache_key_covers_labels(tmp_path: Path) -> None:
+    """Relabelling an image in train.csv (same files, same classes) decodes again."""
+    root = _small_kaggle(tmp_path / "d", [("a", "x"), ("b", "y"), ("c", "y")], ["a.png", "b.png", "c.png"])
+    first = load_split(root, _cfg(), cache_dir=tmp_path / "c")
+    assert first.labels.tolist() == [0, 1, 1] and not first.report.from_cache
+    pd.DataFrame([("a", "x"), ("b", "y"), ("c", "x")], columns=["id", "label"]).to_csv(
+        root / "train.csv", index=False
+    )
+    relabelled = load_split(root, _cfg(), cache_dir=tmp_path / "c")
+    assert not relabelled.report.from_cache and relabelled.report.decoded == 3
+    assert relabelled.labels.tolist() == [0, 1, 0]
+    assert relabelled.source_hash != first.source_hash
+    again = load_split(root, _cfg(), cache_dir=tmp_path / "c")
+    assert again.report.from_cache and again.labels.tolist() == [0, 1, 0]
+
+
+def test_cache_key_covers_class_names(tmp_path: Path) -> None:
+    """Classes renamed or reordered with the label indices unchanged decode again: the
+    cache must not hand back the old names."""
+    root = _small_kaggle(tmp_path / "d", [("a", "x"), ("b", "y")], ["a.png", "b.png"])
+    first = load_split(root, _cfg(), cache_dir=tmp_path / "c")
+    # "x" → "w": still sorted first, so every label index stays what it was
+    pd.DataFrame([("a", "w"), ("b", "y")], columns=["id", "label"]).to_csv(
+        root / "train.csv", index=False
+    )
+    renamed = load_split(root, _cfg(), cache_dir=tmp_path / "c")
+    assert renamed.labels.tolist() == first.labels.tolist() == [0, 1]
+    assert not renamed.report.from_cache and renamed.class_names == ["w", "y"]
+    assert load_split(root, _cfg(), cache_dir=tmp_path / "c").class_names == ["w", "y"]
+    # the unlabelled test split: only the class names given differ (every label is -1)
+    _png(root / "test" / "t1.png")
+    test_xy = load_split(root, _cfg(), "test", class_names=["w", "y"], cache_dir=tmp_path / "c")
+    test_yx = load_split(root, _cfg(), "test", class_names=["y", "w"], cache_dir=tmp_path / "c")
+    assert test_xy.labels.tolist() == test_yx.labels.tolist() == [-1]
+    assert not test_yx.report.from_cache and test_yx.class_names == ["y", "w"]
+    hit = load_split(root, _cfg(), "test", class_names=["y", "w"], cache_dir=tmp_path / "c")
+    assert hit.report.from_cache and hit.class_names == ["y", "w"]
+
+
 def test_default_cache_dir_is_in_the_data_root(tmp_path: Path) -> None:
     root = _small_kaggle(tmp_path / "d", [("a", "x")], ["a.png"])
     ds = load_split(root, _cfg())

@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.config import LossConfig
+from training.config import LossConfig, TrainConfig
+from training.data import Preprocessing
+from training.engine import LocalReporter, PreparedData, fit
 from training.losses import (
     LOSSES,
     SAMPLERS,
@@ -15,6 +17,7 @@ from training.losses import (
     build_sampler,
 )
 from training.registry import UnknownNameError
+from training.tasks import preset_config
 
 STRATEGIES = ["none", "weighted_ce", "focal", "sampler"]
 # 9 classes from 60 images down to 2: the Pokémon-type shape of imbalance
@@ -163,3 +166,88 @@ def test_sampler_is_seeded_and_ranks_draw_their_own_share() -> None:
 @pytest.mark.parametrize("imbalance", ["none", "weighted_ce", "focal"])
 def test_only_the_sampler_strategy_builds_a_sampler(imbalance: str) -> None:
     assert build_sampler(LossConfig(imbalance=imbalance), np.array([0, 1, 1, 2]), seed=0) is None
+
+
+# ------------------------------------------------------------------ through fit
+# 3 classes, 36 / 8 / 4 training images (the rarest is 1/12 of the set)
+FIT_COUNTS = np.array([36, 8, 4])
+
+
+def _imbalanced_data(cfg: TrainConfig) -> PreparedData:
+    rng = np.random.default_rng(0)
+    size, ch = cfg.data.image_size, cfg.in_channels
+    y_train = np.repeat(np.arange(3), FIT_COUNTS)
+    y_val = np.repeat(np.arange(3), 2)
+    return PreparedData(
+        x_train=rng.integers(0, 256, (len(y_train), ch, size, size), dtype=np.uint8),
+        y_train=y_train,
+        x_val=rng.integers(0, 256, (len(y_val), ch, size, size), dtype=np.uint8),
+        y_val=y_val,
+        class_names=["common", "middle", "rare"],
+        preprocessing=Preprocessing.from_config(cfg.data),
+        source_hash="handmade",
+    )
+
+
+@pytest.mark.parametrize("imbalance", STRATEGIES)
+def test_fit_trains_with_the_strategys_sampler_and_criterion(
+    imbalance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``fit`` really trains on: the labels its training loader draws each epoch and the
+    criterion it hands the loop, seen through spies."""
+    import training.engine as engine
+    from training.loop import ArrayLoader
+
+    epochs = 4
+    cfg = preset_config("task2", {
+        "data.image_size": 8, "model.channels": 4, "model.stages": 1, "optim.epochs": epochs,
+        "optim.batch_size": 16, "num_threads": 1, "loss.imbalance": imbalance,
+    })  # fmt: skip
+    data = _imbalanced_data(cfg)
+    drawn: list[np.ndarray] = []  # training-image indices, one array per epoch
+    criteria: list[torch.nn.Module] = []
+    indices = ArrayLoader._indices
+
+    def spy_indices(self: ArrayLoader) -> torch.Tensor:
+        idx = indices(self)
+        if self.sampler is not None:  # the training loader (evaluation has none)
+            drawn.append(idx.numpy().copy())
+        return idx
+
+    real_epoch = engine.train_one_epoch
+
+    def spy_epoch(model: torch.nn.Module, loader: ArrayLoader, criterion: torch.nn.Module,
+                  *args: object, **kwargs: object) -> dict[str, float]:
+        criteria.append(criterion)
+        return real_epoch(model, loader, criterion, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ArrayLoader, "_indices", spy_indices)
+    monkeypatch.setattr(engine, "train_one_epoch", spy_epoch)
+    rep = LocalReporter()
+    fit(cfg, data, rep)
+    assert len(rep.history) == epochs and len(drawn) == epochs and len(criteria) == epochs
+
+    per_epoch = np.array([np.bincount(data.y_train[d], minlength=3) for d in drawn])
+    assert (per_epoch.sum(axis=1) == FIT_COUNTS.sum()).all()  # one draw per image and epoch
+    if imbalance == "sampler":
+        # class-balanced: each class ~1/3 of the draws (16 of 48 an epoch), the rare class far
+        # above its 4 images; with replacement, so some rare images come up several times
+        assert per_epoch[:, 2].sum() > 2 * FIT_COUNTS[2] * epochs
+        assert (per_epoch[:, 2] > FIT_COUNTS[2]).all()
+        assert (per_epoch[:, 0] < FIT_COUNTS[0]).all()
+    else:
+        # plain shuffling: every image once an epoch
+        assert all(sorted(d) == list(range(FIT_COUNTS.sum())) for d in drawn)
+        assert (per_epoch == FIT_COUNTS).all()
+    criterion = criteria[0]
+    assert all(c is criterion for c in criteria)  # one criterion for the whole run
+    if imbalance == "focal":
+        assert isinstance(criterion, FocalLoss) and criterion.gamma == cfg.loss.focal_gamma
+    else:
+        assert isinstance(criterion, torch.nn.CrossEntropyLoss)
+    if imbalance == "weighted_ce":
+        # sklearn's "balanced": n / (classes · count) = 48 / (3 · [36, 8, 4])
+        assert criterion.weight is not None
+        np.testing.assert_allclose(criterion.weight.numpy(), [4 / 9, 2.0, 4.0], rtol=1e-6)
+    else:
+        assert getattr(criterion, "weight", None) is None

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from shard_spy import assert_two_disjoint_shards, read_shards, spy_pickled_by_value, spy_train_loop
 
 from training.checkpoint import load_checkpoint
 from training.tasks import preset_config
@@ -15,13 +16,20 @@ METRICS = {"epoch", "train_loss", "val_loss", "val_f1", "val_acc", "lr", "epoch_
 
 
 def test_train_cli_two_workers_reports_every_metric_each_epoch(
-    task1_data: Path, tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture[str]
+    task1_data: Path, tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import training.ray_worker
+    from training.engine import prepare_data
+
     out = tmp_path / "run"
-    code = main([
-        "train", "--task", "task1", "--data", str(task1_data), "--workers", "2", "--out", str(out),
-        "--set", "optim.epochs=2", "--set", "data.image_size=32", "--set", "model.hidden_sizes=[32]",
-    ])
+    spy = tmp_path / "shards"
+    monkeypatch.setattr(training.ray_worker, "train_loop_per_worker", spy_train_loop(str(spy)))
+    with spy_pickled_by_value():
+        code = main([
+            "train", "--task", "task1", "--data", str(task1_data), "--workers", "2", "--out", str(out),
+            "--set", "optim.epochs=2", "--set", "data.image_size=32", "--set", "model.hidden_sizes=[32]",
+        ])
     assert code == 0
     text = capsys.readouterr().out
     assert text.count("val_f1") >= 2 and "macro avg" in text and str(out) in text
@@ -29,7 +37,9 @@ def test_train_cli_two_workers_reports_every_metric_each_epoch(
     assert [m["epoch"] for m in ckpt.history] == [1, 2]
     for m in ckpt.history:
         assert set(m) >= METRICS
-    # data parallel: each worker trained on half of the images, the throughput counts both
+    # data parallel: each worker trained on its half of the images (seen from inside them)
+    data, _ = prepare_data(task1_data, ckpt.config)  # the run's own split
+    assert_two_disjoint_shards(read_shards(spy / out.name), len(data.y_train), epochs=2)
     assert ckpt.preprocessing.crop == "silhouette"
     assert ckpt.class_names == sorted(ckpt.class_names)
     assert ckpt.config.num_threads == 1  # two workers share the two CPUs

@@ -47,6 +47,9 @@ def _cfg(**over: Any) -> TrainConfig:
         "optim.batch_size": 32,
         "early_stop.patience": 0,
         "num_threads": 1,
+        # these tests watch the live backbone's phases; the cached-feature head phase has its
+        # own tests (test_features.py)
+        "features.cache": False,
     }
     return preset_config("cifar10_transfer", {**base, **over})
 

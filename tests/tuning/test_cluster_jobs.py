@@ -54,10 +54,17 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
 
 @pytest.fixture
 def cluster(module_cluster: LocalCluster) -> LocalCluster:
-    """The module's cluster with all its worker nodes (replacing any a test killed)."""
+    """The module's cluster with all its worker nodes, whatever ran before: a node a test
+    killed is replaced, once the cluster itself (the GCS) has marked it dead; until then the
+    GCS still lists it, and a later test would count one node too many."""
+    for name, node in list(module_cluster.nodes.items()):
+        if node.killed:
+            module_cluster.wait_node_dead(name, timeout=90)
     while len(module_cluster.workers()) < WORKERS:
         module_cluster.add_worker(f"worker{len(module_cluster.nodes)}")
-    assert len(module_cluster.alive_nodes()) == WORKERS + 1
+    alive = {n["node_id"] for n in module_cluster.alive_nodes()}
+    assert alive == {n.node_id for n in module_cluster.nodes.values() if not n.killed}
+    assert len(alive) == WORKERS + 1
     return module_cluster
 
 
@@ -182,10 +189,15 @@ def test_sweep_survives_worker_node_loss_and_resumes_trial_from_checkpoint(
             driver.kill()
             driver.wait()
 
-    # (the GCS marks the node dead only after missed heartbeats, often after the sweep ended:
-    # the trial's failure is noticed at once, from its closed connection)
-    survivors = {w.node_id for w in cluster.workers()}
-    assert lost.node_id not in survivors
+    # the node is really gone, by the cluster's own account (the GCS marks it dead after
+    # missed health checks, often after the sweep ended: the trial's failure is noticed at
+    # once, from its closed connection), and the other worker survived it
+    cluster.wait_node_dead(lost.name, timeout=90)
+    t_dead = time.time()
+    alive = {n["node_id"] for n in cluster.alive_nodes()}
+    survivors = alive - {cluster.nodes["head"].node_id}
+    assert lost.node_id not in alive
+    assert survivors == {w.node_id for w in cluster.workers()} and len(survivors) == WORKERS - 1
 
     # no trial lost: every trial ran every epoch
     frame = load(name, str(storage)).set_index("trial_id")
@@ -213,5 +225,6 @@ def test_sweep_survives_worker_node_loss_and_resumes_trial_from_checkpoint(
     print(
         f"\nnode loss: killed {lost.name} after {epochs_before} epoch(s) of {victim_dir.name}; "
         f"its epoch {k + 1} reported from another node {recovered:.0f}s later; the sweep "
-        f"ended {t_end - t_kill:.1f}s after the kill"
+        f"ended {t_end - t_kill:.1f}s after the kill; the cluster marked the node dead "
+        f"{t_dead - t_kill:.1f}s after it"
     )

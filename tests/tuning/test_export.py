@@ -14,6 +14,7 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
+from asha_check import FROZEN_LR, LEARNING_LR, asha_replay, make_colour_data, trial_order
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer, PendingServer, free_port, launch_mlflow_server
 
@@ -29,14 +30,17 @@ from tuning.cli import main
 from tuning.export import CHECKPOINT_ARTIFACT, ExportSummary, Tags, export_sweep
 from tuning.export._runs import log_batch
 
-SPACE = """
+# an lr that learns the colours in one epoch and one that cannot: ASHA must stop a trial
+# (the reasoning is in tests/asha_check.py)
+SPACE = f"""
 task: task2
-asha: {max_epochs: 3, grace_period: 1, reduction_factor: 2}
-fixed: {data.image_size: 32, model.channels: 8}
+asha: {{max_epochs: 3, grace_period: 1, reduction_factor: 2}}
+fixed: {{data.image_size: 32, model.channels: 8}}
 params:
-  optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
-  model.stages: {int: [2, 3]}
+  optim.lr: {{choice: [{FROZEN_LR}, {LEARNING_LR}]}}
+  model.stages: {{int: [2, 3]}}
 """
+SEED = 0  # its proposals put a frozen trial after a learner
 NAME = "exp-sweep"
 TOP = 2
 EVAL_FILES = {
@@ -53,19 +57,21 @@ def server_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PendingS
 
 
 @pytest.fixture(scope="module")
-def sweep(server_launch: PendingServer, task2_data: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny real sweep (4 trials, ASHA); returns its storage folder."""
+def sweep(server_launch: PendingServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny real sweep (4 trials, one at a time, ASHA); returns its storage folder."""
     import ray
 
     from tuning.sweep import SweepOptions, init_ray, run_sweep
 
     tmp = tmp_path_factory.mktemp("export_sweep")
+    data = make_colour_data(tmp / "colours")
     space = tmp / "tiny.yaml"
     space.write_text(SPACE)
     storage = str(tmp / "runs")
     init_ray(None, num_cpus=2)  # the product's own Ray settings, as in conftest's ray_session
     try:
-        run_sweep(SweepOptions(space=str(space), data=str(task2_data), samples=4, name=NAME, storage=storage))
+        run_sweep(SweepOptions(space=str(space), data=str(data), samples=4, name=NAME, storage=storage,
+                               seed=SEED, max_concurrent=1))
     finally:
         ray.shutdown()  # the rest of the module needs the CPUs, not Ray
     return storage
@@ -122,10 +128,17 @@ def test_one_parent_with_a_nested_run_per_trial(
 
 
 def test_trial_runs_have_params_history_and_tags(
-    exported: ExportSummary, client: MlflowClient, frame: pd.DataFrame
+    exported: ExportSummary, client: MlflowClient, frame: pd.DataFrame, sweep: str
 ) -> None:
     by_trial = {r.data.tags[Tags.TRIAL_ID]: r for r in _trial_runs(client, exported)}
     assert (frame["status"] == "stopped_asha").any(), "the seeded tiny sweep should have ASHA-stopped trials"
+    # certain by construction (tests/asha_check.py): the statuses are ASHA's rule replayed
+    order = trial_order(Path(sweep) / NAME)
+    replay = asha_replay(results.load_history(NAME, sweep), order, max_epochs=3, grace=1, rf=2)
+    assert any(replay.values()), f"seed {SEED} no longer runs a frozen trial after a learner: {order}"
+    assert dict(zip(frame["trial_id"], frame["status"], strict=True)) == {
+        t: "stopped_asha" if e else "completed" for t, e in replay.items()
+    }
     for row in frame.to_dict("records"):
         run = by_trial[row["trial_id"]]
         tags, params = run.data.tags, run.data.params
@@ -168,7 +181,7 @@ def test_top_trials_have_models_and_evaluation_artifacts(
     with tracking(client.tracking_uri):
         model = mlflow.pytorch.load_model(f"runs:/{best_run}/model")
     x = torch.randn(5, 4, 32, 32)  # float normalised N×C×H×W, a batch size it was not traced with
-    assert tuple(model(x).shape) == (5, 9)
+    assert tuple(model(x).shape) == (5, len(sweep_meta["class_names"])) == (5, 3)
     assert model_info.name == "model"
 
     for tid in frame["trial_id"][TOP:]:  # below the top K: params and metrics only
@@ -300,9 +313,15 @@ def test_tracking_uri_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     # a SQLite store's folder is created; an unwritable one is refused with the reason
     assert ensure_reachable("sqlite:///new/dir/m.db") == f"sqlite:///{tmp_path}/new/dir/m.db"
     assert (tmp_path / "new" / "dir").is_dir()
+    # a folder under a regular file cannot be created, not even by root (CI runs as root)
+    (tmp_path / "a_file").write_text("not a folder")
+    blocked = tmp_path / "a_file" / "sub"
+    with pytest.raises(MlflowUnreachableError, match=rf"cannot create {blocked}: .*; try later"):
+        ensure_reachable(f"sqlite:///{blocked}/m.db", hint="try later")
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+    # a folder that exists but is not writable (permissions bind everyone but root)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    if os.access(locked, os.W_OK):  # root writes anywhere
-        pytest.skip("running as root: cannot make an unwritable folder")
-    with pytest.raises(MlflowUnreachableError, match=r"not writable.*; try later"):
-        ensure_reachable(f"sqlite:///{locked}/m.db", hint="try later")
+    if not os.access(locked, os.W_OK):
+        with pytest.raises(MlflowUnreachableError, match=r"not writable.*; try later"):
+            ensure_reachable(f"sqlite:///{locked}/m.db", hint="try later")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,10 @@ params:
   loss.focal_gamma: {uniform: [0.5, 3.0], when: {loss.imbalance: [focal]}}
 """
 SAMPLES = 5
+# the waits, bounded well under pytest-timeout's 600 s for the whole test (measured: the first
+# sweep is caught mid-way after ~30 s, the resumed one takes ~60 s on 2 cores)
+CATCH_S = 150
+RESUME_S = 300
 
 
 def _poketune(*args: str) -> list[str]:
@@ -41,6 +46,20 @@ def _history(name: str, storage: str) -> dict[str, list[int]]:
     return {tid: g["epoch"].tolist() for tid, g in hist.groupby("trial_id")}
 
 
+def _rows(name: str, storage: str) -> dict[str, list[dict]]:
+    """Each trial's result.json rows as Tune wrote them (with its iteration counters)."""
+    out = {}
+    for f in Path(storage, name).glob("*/result.json"):
+        rows = []
+        for line in f.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the line being written when the driver died
+                break
+        out[f.parent.name] = rows
+    return out
+
+
 def test_resume_after_killing_the_driver(tmp_path: Path, task2_data: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
@@ -51,7 +70,7 @@ def test_resume_after_killing_the_driver(tmp_path: Path, task2_data: Path) -> No
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(_poketune(*args), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + CATCH_S
         while time.monotonic() < deadline:
             hist = _history("r", storage)
             done = [t for t, e in hist.items() if len(e) == 4]
@@ -67,11 +86,16 @@ def test_resume_after_killing_the_driver(tmp_path: Path, task2_data: Path) -> No
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = _history("r", storage)
+    rows_before = _rows("r", storage)
     study_before = results.load_study("r", storage)
     completed_before = {t: e for t, e in before.items() if len(e) == 4}
     interrupted = {t: e for t, e in before.items() if len(e) < 4}
+    # the kill really came mid-trial: a trial had reported some of its epochs, not all
+    assert completed_before and interrupted, before
 
-    second = subprocess.run(_poketune(*args, "--resume"), capture_output=True, text=True, env=env, timeout=400)
+    second = subprocess.run(
+        _poketune(*args, "--resume"), capture_output=True, text=True, env=env, timeout=RESUME_S
+    )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
 
     after = _history("r", storage)
@@ -79,9 +103,21 @@ def test_resume_after_killing_the_driver(tmp_path: Path, task2_data: Path) -> No
     assert len(frame) == SAMPLES and set(frame["status"]) == {"completed"}
     for tid, epochs in completed_before.items():
         assert after[tid] == epochs, f"completed trial {tid} was run again"
+    rows_after = _rows("r", storage)
     for tid, epochs in interrupted.items():
         # continued from its checkpoint: epoch 1 is never trained twice
         assert after[tid].count(1) == 1 and after[tid][-1] == 4, (tid, epochs, after[tid])
+        # the rows from before the kill are kept; then Tune restored the trial (its counter
+        # since restore starts again at 1) instead of starting it afresh (training_iteration
+        # continues from the checkpoint's)
+        old, rows = rows_before[tid], rows_after[tid]
+        assert len(old) == len(epochs) < 4 and rows[: len(old)] == old
+        assert all(r["iterations_since_restore"] == r["training_iteration"] for r in old)
+        restored = rows[len(old)]
+        assert restored["iterations_since_restore"] == 1 and restored["training_iteration"] > 1, rows
+        assert [r["epoch"] for r in rows[len(old):]] == list(range(restored["epoch"], 5))
+    for tid in completed_before:  # never restored
+        assert all(r["iterations_since_restore"] == r["training_iteration"] for r in rows_after[tid])
     for epochs in after.values():
         assert epochs[-1] == 4
     # the searcher's history came back too: Optuna knows every trial, old ones included

@@ -282,3 +282,46 @@ def test_run_uri_resolves_the_runs_checkpoints(registered: tuple[RetrainResult, 
     x = torch.randint(0, 256, (3, *(pred.preprocessing.channels, 32, 32)), dtype=torch.uint8)
     np.testing.assert_allclose(pred.predict_proba(x), local.predict_proba(x), rtol=1e-6)
     assert json.loads(json.dumps(pred.preprocessing.to_dict())) == local.preprocessing.to_dict()
+
+
+def test_top_2_registers_an_ensemble_of_two_distinct_configs(
+    registered: tuple[RetrainResult, str], sweep: tuple[str, str], task2_data: Path, mlflow_server: MlflowServer
+) -> None:
+    frame = results.load(*sweep)  # best first
+    res = retrain(*sweep, mlflow_uri=mlflow_server.uri, top=2, epochs=1, registered_name="poketune-top2")
+    assert [m.trial_id for m in res.members] == [str(t) for t in frame["trial_id"][:2]]
+    a, b = (load_checkpoint(c) for c in res.checkpoints)
+    assert a.config != b.config and a.config.optim.lr != b.config.optim.lr  # two configs, not seeds
+    tags = dict(client_tags(mlflow_server.uri, "poketune-top2", res.version))
+    assert json.loads(tags["members"]) == [{"trial_id": m.trial_id, "seed": 0, "epochs": 1} for m in res.members]
+
+    # the registered model's probabilities are the members' mean, computed here from the two
+    # checkpoints alone (their own weights, the "half" normalisation by hand)
+    x = torch.as_tensor(_cached_images(task2_data, a.preprocessing.image_size, a.preprocessing.channels)[:5])
+    x = x.permute(0, 3, 1, 2).contiguous()
+    xf = (x.float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        expected = (a.build_model()(xf).softmax(-1) + b.build_model()(xf).softmax(-1)) / 2
+    registered_model = load_predictor(res.model_uri or "", mlflow_server.uri)
+    assert len(registered_model.members) == 2
+    np.testing.assert_allclose(registered_model.predict_proba(x), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def client_tags(uri: str, name: str, version: int | None) -> dict[str, str]:
+    with tracking(uri) as client:
+        return dict(client.get_model_version(name, str(version)).tags)
+
+
+def test_a_trial_checkpoint_of_another_format_is_refused(sweep: tuple[str, str], tmp_path: Path) -> None:
+    """retrain reads the trial's config from its checkpoint through the type: another format
+    is the named one-line error, not a silent rebuild from params.json."""
+    import tuning.retrain as rt
+    from training.checkpoint import CHECKPOINT_FILE, CheckpointError
+
+    row = results.load(*sweep).iloc[0].copy()
+    raw = torch.load(Path(row["checkpoint"]) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    raw["format"] = 1
+    torch.save(raw, tmp_path / CHECKPOINT_FILE)
+    row["checkpoint"] = str(tmp_path)
+    with pytest.raises(CheckpointError, match="format 1"):
+        rt._trial_config(results.open_sweep(*sweep), row)

@@ -640,3 +640,29 @@ def test_names_are_read_from_their_registries(
         load_space(path)
     monkeypatch.setitem(SAMPLERS._items, "ohem", SAMPLERS.get("none"))
     assert load_space(path).fixed["loss.imbalance"] == "ohem"
+
+
+def test_preset_point_is_the_preset_clamped_into_the_space() -> None:
+    space = parse_space(
+        {
+            "task": "task2",
+            "asha": {"max_epochs": 4, "grace_period": 1, "reduction_factor": 2},
+            "params": {
+                "optim.lr": {"loguniform": [1e-4, 1e-2]},  # preset 1e-3: inside
+                "model.stages": {"int": [2, 3]},  # preset 4: outside, clamped
+                "model.channels": {"int": [8, 56], "step": 16},  # preset 16: on to the 8+16k grid
+                "model.pooling": {"choice": ["avg"]},  # preset max: not offered
+                "optim.momentum": {"uniform": [0.8, 0.9], "when": {"optim.optimizer": ["sgd"]}},
+                "optim.optimizer": {"choice": ["adam", "sgd"]},
+            },
+        }
+    )
+    preset = preset_config("task2")
+    point, notes = space.preset_point()
+    assert point["optim.lr"] == preset.optim.lr and point["optim.optimizer"] == "adam"
+    assert point["model.stages"] == 3 and point["model.channels"] in (8, 24)
+    assert "model.pooling" not in point and "optim.momentum" not in point  # inactive for adam
+    assert "model.pooling" in notes and any(n.startswith("model.stages (preset 4") for n in notes)
+    # an Optuna trial fixed to the point reproduces it through the define-by-run function
+    trial = FixedTrial({**point, "model.pooling": "avg"})
+    assert space.suggest(trial)["model.stages"] == 3

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from asha_check import FROZEN_LR, LEARNING_LR, asha_replay, make_colour_data, trial_order
+from shard_spy import assert_two_disjoint_shards, read_shards, spy_pickled_by_value, spy_trial
 
+from training.checkpoint import load_checkpoint
 from training.config import ConfigError
 from tuning import results
 from tuning.cli import main
 from tuning.sweep import SweepOptions, run_sweep
 
+# an lr that learns the colours in one epoch and one that cannot learn: ASHA must stop a
+# trial (the reasoning is in tests/asha_check.py)
 SPACE = """
 task: task2
 asha: {max_epochs: 4, grace_period: 1, reduction_factor: 2}
@@ -20,24 +25,27 @@ fixed:
   data.image_size: 32
   model.channels: 8
 params:
-  optim.lr: {loguniform: [1.0e-5, 1.0e-2]}
+  optim.lr: {choice: LR_CHOICES}
   model.stages: {int: [2, 3]}
   loss.imbalance: {choice: [none, focal]}
   loss.focal_gamma:
     uniform: [0.5, 3.0]
     when: {loss.imbalance: [focal]}
-"""
+""".replace("LR_CHOICES", f"[{FROZEN_LR}, {LEARNING_LR}]")
 SAMPLES = 8
+SEED = 0  # its first proposals: a learner, then frozen trials
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, task2_data: Path, ray_session: None) -> tuple[str, str]:
+def sweep(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> tuple[str, str]:
     tmp = tmp_path_factory.mktemp("sweep")
+    data = make_colour_data(tmp / "colours")
     space = tmp / "tiny.yaml"
     space.write_text(SPACE)
     storage = str(tmp / "runs")
     result = run_sweep(
-        SweepOptions(space=str(space), data=str(task2_data), samples=SAMPLES, name="tiny", storage=storage, seed=3)
+        SweepOptions(space=str(space), data=str(data), samples=SAMPLES, name="tiny", storage=storage,
+                     seed=SEED, max_concurrent=1)
     )
     assert result.best_trial_id is not None
     # the best trial by the space's own metric (val_f1 here), under that name
@@ -53,6 +61,20 @@ def test_every_trial_ran_and_asha_stopped_some_early(sweep: tuple[str, str]) -> 
     stopped = frame[frame["status"] == "stopped_asha"]
     assert len(stopped) >= 1, frame[["trial_id", "status", "epochs"]]
     assert (stopped["stop_epoch"] < 4).all()
+    # exactly the trials ASHA's rule stops, replayed on the recorded values in run order
+    hist = results.load_history(*sweep)
+    order = trial_order(Path(sweep[1]) / sweep[0])
+    replay = asha_replay(hist, order, max_epochs=4, grace=1, rf=2)
+    assert any(replay.values()), f"seed {SEED} no longer runs a frozen trial after a learner: {order}"
+    expected = {t: "stopped_asha" if e else "completed" for t, e in replay.items()}
+    assert dict(zip(frame["trial_id"], frame["status"], strict=True)) == expected
+    assert dict(zip(stopped["trial_id"], stopped["stop_epoch"], strict=True)) == {
+        t: e for t, e in replay.items() if e
+    }
+    # and why: every learner beat every frozen trial at epoch 1
+    first = hist[hist["epoch"] == 1].set_index("trial_id")["val_f1"]
+    lr = frame.set_index("trial_id")["optim.lr"]
+    assert first[lr == LEARNING_LR].min() > first[lr == FROZEN_LR].max()
     assert (stopped["epochs"] == stopped["stop_epoch"]).all()
     assert (frame.loc[frame["status"] == "completed", "epochs"] == 4).all()
     # sorted best first, one column per searched parameter
@@ -146,7 +168,12 @@ def test_decode_params_cannot_be_searched(tmp_path: Path, task2_data: Path) -> N
 
 # two trials, one after the other: a reused TorchTrainer trial actor used to hang the sweep
 @pytest.mark.timeout(300)
-def test_torch_trainer_trials_with_two_workers(task2_data: Path, tmp_path: Path, ray_session: None) -> None:
+def test_torch_trainer_trials_with_two_workers(
+    task2_data: Path, tmp_path: Path, ray_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tuning.sweep
+    from training.engine import prepare_data
+
     space = tmp_path / "one.yaml"
     space.write_text(
         "task: task2\nasha: {max_epochs: 2, grace_period: 2, reduction_factor: 2}\n"
@@ -154,12 +181,15 @@ def test_torch_trainer_trials_with_two_workers(task2_data: Path, tmp_path: Path,
         "params:\n  optim.lr: {loguniform: [1.0e-3, 1.0e-2]}\n"
     )
     storage = str(tmp_path / "runs")
-    result = run_sweep(
-        SweepOptions(
-            space=str(space), data=str(task2_data), samples=2, name="ddp", storage=storage,
-            workers_per_trial=2, cpus_per_trial=0.5, max_concurrent=1,
+    spy = tmp_path / "shards"  # what each TorchTrainer worker of each trial trained on
+    monkeypatch.setattr(tuning.sweep, "_torch_trainer_trial", spy_trial(str(spy)))
+    with spy_pickled_by_value():
+        result = run_sweep(
+            SweepOptions(
+                space=str(space), data=str(task2_data), samples=2, name="ddp", storage=storage,
+                workers_per_trial=2, cpus_per_trial=0.5, max_concurrent=1,
+            )
         )
-    )
     frame = results.load("ddp", storage)
     assert frame["status"].tolist() == ["completed"] * 2 and frame["epochs"].tolist() == [2, 2]
     # the trial's checkpoint lives in the TorchTrainer run of that trial
@@ -167,3 +197,9 @@ def test_torch_trainer_trials_with_two_workers(task2_data: Path, tmp_path: Path,
     assert result.best_checkpoint and Path(result.best_checkpoint, "checkpoint.pt").is_file()
     hist = results.load_history("ddp", storage)
     assert hist["val_f1"].notna().all()
+    # each trial's two workers: world size 2, disjoint halves of the training set every epoch
+    ckpt = load_checkpoint(frame["checkpoint"][0])
+    data, _ = prepare_data(task2_data, ckpt.config)
+    assert sorted(p.name for p in spy.iterdir()) == sorted(frame["trial_id"])
+    for tid in frame["trial_id"]:
+        assert_two_disjoint_shards(read_shards(spy / tid), len(data.y_train), epochs=2)

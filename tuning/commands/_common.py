@@ -7,13 +7,14 @@ must not import Ray, torch, pandas or MLflow; a command imports those in its ``r
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from training.config import parse_override
 from training.errors import PoketuneError
 from training.ray_session import default_storage
 
-__all__ = ["UsageError", "add_storage", "overrides"]
+__all__ = ["UsageError", "add_storage", "int_at_least", "overrides"]
 
 
 class UsageError(PoketuneError):
@@ -30,3 +31,18 @@ def add_storage(p: argparse.ArgumentParser) -> None:
 
 def overrides(pairs: list[str] | None) -> dict[str, Any]:
     return dict(parse_override(p) for p in pairs or [])
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``, named in argparse's one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import run_many
+    from bench import bench_options, run_many
 
-    run_many(args.names, quick=args.quick, out=args.out)
+    run_many(args.names, quick=args.quick, out=args.out, options=bench_options(args))
     return 0

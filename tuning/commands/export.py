@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuning.commands._common import add_storage
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+from tuning.commands._common import add_storage, int_at_least
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--experiment", help="MLflow experiment (default poketune-TASK)")
     models = p.add_mutually_exclusive_group()
-    models.add_argument("--top", type=_count, default=3, help="log the models of the K best trials (default 3; 0: none)")
+    models.add_argument("--top", type=int_at_least(0), default=3, help="log the models of the K best trials (default 3; 0: none)")
     models.add_argument("--all", action="store_true", help="log every trial's model")
 
 

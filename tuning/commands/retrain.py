@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from tuning.commands._common import add_storage
+from tuning.commands._common import add_storage, int_at_least
 
 
 def _epochs(text: str) -> str | int:
-    if text == "best":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'best' or a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return text if text == "best" else int_at_least(1)(text)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,9 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_storage(p)
     p.add_argument("--mlflow-uri", help="log and register the model there (http://host:port or sqlite:///mlflow.db); without it only local checkpoints are written")
     p.add_argument("--trial", help="retrain this trial id instead of the best one")
+    p.add_argument("--top", type=int_at_least(1), default=1, metavar="K", help="an ensemble of the K best distinct configs (probabilities averaged, registered as one model)")
     p.add_argument("--epochs", type=_epochs, default="best", help="'best' (the trial's best epoch, default) or N")
-    p.add_argument("--seeds", type=int, default=1, help="K runs with seeds base+0..K-1, registered as one averaging ensemble")
-    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers per run")
+    p.add_argument("--seeds", type=int_at_least(1), default=1, help="K runs with seeds base+0..K-1, registered as one averaging ensemble")
+    p.add_argument("--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers per run")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
     p.add_argument("--registered-name", help="registered model name (default poketune-<task>)")
     p.add_argument("--experiment", help="MLflow experiment (default poketune-<task>, as poketune export)")
@@ -42,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         args.storage,
         mlflow_uri=args.mlflow_uri,
         trial=args.trial,
+        top=args.top,
         epochs=args.epochs,
         seeds=args.seeds,
         workers=args.workers,
@@ -52,15 +46,15 @@ def run(args: argparse.Namespace) -> int:
         address=args.address,
         verbose=args.verbose,
     )
-    src = res.source
-    print(
-        f"retrained trial {src.trial_id} of sweep {src.sweep!r} (best_{src.metric} "
-        f"{src.best_value:.4f} at epoch {src.best_epoch}; config from its {src.config_from}) "
-        f"for {res.epochs} epochs, seeds {res.seeds}"
-    )
-    for seed, hist, ckpt, run_dir in zip(res.seeds, res.histories, res.checkpoints, res.run_dirs, strict=True):
+    for src in res.sources or [res.source]:
+        print(
+            f"retrained trial {src.trial_id} of sweep {src.sweep!r} (best_{src.metric} "
+            f"{src.best_value:.4f} at epoch {src.best_epoch}; config from its {src.config_from}) "
+            f"for {src.best_epoch if args.epochs == 'best' else args.epochs} epochs, seeds {res.seeds}"
+        )
+    for member, hist, ckpt, run_dir in zip(res.members, res.histories, res.checkpoints, res.run_dirs, strict=True):
         loss = hist[-1]["train_loss"] if hist else float("nan")
-        print(f"  seed {seed}: final train_loss {loss:.4f}")
+        print(f"  trial {member.trial_id} seed {member.seed}: {member.epochs} epochs, final train_loss {loss:.4f}")
         print(f"    checkpoint: {ckpt}")
         print(f"    Ray Train run: {run_dir}")
     if res.model_uri:

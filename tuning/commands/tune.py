@@ -1,11 +1,12 @@
-"""``poketune tune SPACE --data DIR --samples N``: a Ray Tune sweep (Optuna TPE + ASHA)."""
+"""``poketune tune SPACE --data DIR [--time-budget 20m] [--samples N]``: a Ray Tune sweep
+(Optuna TPE + ASHA), the task preset evaluated first."""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING
 
-from tuning.commands._common import add_storage, overrides
+from tuning.commands._common import add_storage, int_at_least, overrides
 
 if TYPE_CHECKING:
     from tuning.sweep import SweepResult
@@ -14,20 +15,52 @@ if TYPE_CHECKING:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="YAML search space (see search_spaces/README.md)")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--samples", type=int, required=True, help="number of trials")
+    p.add_argument("--samples", type=int_at_least(1), help="number of trials (default: as many as --time-budget allows)")
     p.add_argument("--name", help="sweep name (default SPACE-TIME)")
     add_storage(p)
     p.add_argument("--max-concurrent", type=int, help="default: what the cluster's resources allow")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per training worker")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per training worker; fractions pack trials on a GPU")
     p.add_argument("--workers-per-trial", type=int, default=1, help=">1: data-parallel TorchTrainer per trial")
-    p.add_argument("--time-budget-s", type=float, help="stop starting/continuing trials after this long")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--time-budget", type=_duration, metavar="DURATION",
+        help="wall-clock budget, e.g. 90s, 20m, 1.5h: trials keep coming until it is spent, then "
+        "running trials stop at their next epoch (with --resume: the time for this run)",
+    )
+    budget.add_argument("--time-budget-s", type=_duration, metavar="SECONDS", help="the budget in seconds")
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's TPE sampler and the trials")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this --name")
     p.add_argument("--max-failures", type=int, default=2, help="retries per trial after a worker/node dies")
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a fixed config key for every trial")
     p.add_argument("--mlflow-uri", help="export the sweep to this MLflow tracking URI when it ends")
+
+
+def _duration(text: str) -> float:
+    from tuning.budget import BudgetError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except BudgetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def summary_lines(result: SweepResult) -> list[str]:
+    """What the sweep used, and what tuning bought over the preset on the same split."""
+    used = f"{result.wall_time_s:.0f}s"
+    if result.budget_s:
+        used += f" of a {result.budget_s:.0f}s budget"
+    lines = [f"{result.trials} trials in {used}"]
+    if result.budget_stopped:
+        lines[0] += f"; {len(result.budget_stopped)} stopped by the budget"
+    if result.preset_metric is not None and result.best_metric is not None:
+        gain = result.best_metric - result.preset_metric
+        lines.append(
+            f"preset trial {result.preset_trial_id}: {result.metric} {result.preset_metric:.4f}; "
+            f"best {result.best_metric:.4f} ({gain:+.4f} from tuning, same validation split)"
+        )
+    return lines
 
 
 def best_line(result: SweepResult) -> str:
@@ -43,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         space=args.space, data=args.data, samples=args.samples, name=args.name,
         storage=args.storage, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        workers_per_trial=args.workers_per_trial, time_budget_s=args.time_budget_s,
+        workers_per_trial=args.workers_per_trial,
+        time_budget_s=args.time_budget or args.time_budget_s,
         seed=args.seed, resume=args.resume, verbose=args.verbose, address=args.address,
         max_failures=args.max_failures, overrides=overrides(args.set),
     )
@@ -57,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if result.best_trial_id is None:
         print("no trial reported a result")
         return 1
+    for line in summary_lines(result):
+        print(line)
     print(best_line(result))
     for key, value in result.best_config.items():
         print(f"  {key} = {value}")

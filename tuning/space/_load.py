@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from training.config import ConfigError, TrainConfig, flat_keys
+from training.metrics import METRIC_MODES as ALL_METRIC_MODES
 from training.registry import Registry
 from training.tasks import TASKS, preset_config
 from tuning.space._distributions import DISTRIBUTIONS
@@ -21,7 +22,8 @@ __all__ = ["METRIC_MODES", "load_space", "parse_space"]
 
 TOP_KEYS = ("task", "metric", "mode", "asha", "fixed", "params")
 #: metric → the only sensible mode (also the default mode)
-METRIC_MODES = {"val_f1": "max", "val_acc": "max", "val_loss": "min"}
+#: the metrics a sweep can rank by (train_loss says nothing about generalisation)
+METRIC_MODES = {k: v for k, v in ALL_METRIC_MODES.items() if k.startswith("val_")}
 ASHA_KEYS = ("max_epochs", "grace_period", "reduction_factor")
 ASHA_DEFAULTS: dict[str, int] = {"grace_period": 1, "reduction_factor": 3}
 #: config keys a space may not set, and why

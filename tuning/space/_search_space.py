@@ -11,7 +11,7 @@ import yaml
 
 from training.config import TrainConfig
 from training.tasks import preset_config
-from tuning.space._param import Param
+from tuning.space._param import Param, choice_label
 
 if TYPE_CHECKING:
     import optuna
@@ -82,6 +82,45 @@ class SearchSpace:
         ``TrainConfig.from_flat`` of Ray's config therefore equals :meth:`trial_config`.
         """
         return {**self.base_config(), **self.suggest(trial)}
+
+    def preset_point(self) -> tuple[dict[str, Any], list[str]]:
+        """The task preset as a point of this space, in Optuna's terms, to evaluate first.
+
+        Each searched parameter takes the preset's value (with the space's fixed values and
+        epochs applied). A value outside a range is clamped into it (TPE models the range it
+        was given), and a choice that does not offer the preset's value is left to the
+        sampler; both are named in the second list. Conditionals follow the preset's values,
+        so the point is a consistent trial.
+        """
+        preset = preset_config(self.task, self._shared()).to_flat()
+        point: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        missing: list[str] = []
+        for name, param in self.params.items():
+            if not self.is_active(param, values):
+                continue
+            value = preset[name]
+            if param.is_choice:
+                if value not in param.args:
+                    missing.append(name)
+                    continue
+                point[name] = choice_label(value)
+            else:
+                if isinstance(value, list):  # a list key searched as one value for all
+                    if len(set(value)) != 1:
+                        missing.append(name)
+                        continue
+                    value = value[0]
+                low, high = param.args
+                clamped = min(max(value, low), high)
+                if param.kind == "int":
+                    step = int(param.step or 1)
+                    clamped = int(low + round((clamped - low) / step) * step)
+                if clamped != value:
+                    missing.append(f"{name} (preset {value}, clamped to {clamped})")
+                value = point[name] = clamped
+            values[name] = value
+        return point, missing
 
     # ------------------------------------------------------------------ configs
     def base_config(self, extra_overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,0 +1,233 @@
+"""bench quality's parts: the artwork set builder, the bare baselines on a tiny set, the
+report it assembles, and its command line.
+
+The end-to-end ``poketune bench quality --task task2 --quick`` runs six CLI processes (about
+2.5 minutes on 2 busy cores), too long for the suite: its pieces are tested here instead,
+with the arms' processes replaced where only the report is under test."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import quality
+from bench.artwork import DEFAULT_ARTWORK, TYPES, ArtworkMissingError, build, build_info
+from bench.baselines import train_cnn, train_lite0, train_mlp
+
+needs_artwork = pytest.mark.skipif(
+    not (DEFAULT_ARTWORK / "labels.csv").is_file(),
+    reason=f"the shared Pokémon artwork is not at {DEFAULT_ARTWORK} (never part of the repo)",
+)
+
+TINY: dict[str, Any] = {"pokemon": 30, "variants": 2, "size": 32}
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """sha256 of every file of a set, build.json aside (it records the build time)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "build.json" and ".poketune_cache" not in p.parts
+    }
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if not (DEFAULT_ARTWORK / "labels.csv").is_file():
+        pytest.skip(f"the shared Pokémon artwork is not at {DEFAULT_ARTWORK}")
+    root = tmp_path_factory.mktemp("artwork-sets")
+    return {
+        "task1": build("task1", root / "t1", **TINY),
+        "task2": build("task2", root / "t2", **TINY),
+        "task3": build("task3", root / "t3", pokemon=30, variants=2, size=48),
+    }
+
+
+# ---------------------------------------------------------------------------------- builder
+@needs_artwork
+def test_the_same_seed_writes_the_same_files_and_another_seed_does_not(
+    sets: dict[str, Path], tmp_path: Path
+) -> None:
+    again = build("task2", tmp_path / "again", **TINY)
+    assert _digest(again) == _digest(sets["task2"])
+    other = build("task2", tmp_path / "other", seed=1, **TINY)
+    assert _digest(other) != _digest(sets["task2"])
+
+
+@needs_artwork
+def test_a_complete_set_is_reused_and_a_different_one_is_not_overwritten(
+    sets: dict[str, Path],
+) -> None:
+    stamp = (sets["task2"] / "build.json").stat().st_mtime_ns
+    assert build("task2", sets["task2"], **TINY) == sets["task2"]
+    assert (sets["task2"] / "build.json").stat().st_mtime_ns == stamp  # nothing rebuilt
+    with pytest.raises(FileExistsError, match="overwrite"):
+        build("task2", sets["task2"], pokemon=30, variants=3, size=32)
+
+
+@needs_artwork
+@pytest.mark.parametrize("kind", ["task1", "task2", "task3"])
+def test_the_layout_loads_with_the_nine_types(sets: dict[str, Path], kind: str) -> None:
+    from training.config import DataConfig
+    from training.data import load_split
+
+    root = sets[kind]
+    cfg = DataConfig(image_size=32, rgba="keep" if kind == "task2" else "composite")
+    train = load_split(root, cfg, "train", cache_dir=root / ".poketune_cache")
+    test = load_split(root, cfg, "test", class_names=train.class_names, cache_dir=root / ".poketune_cache")
+    assert train.class_names == list(TYPES)  # every class made it into train
+    info = build_info(root)["counts"]
+    assert len(train.labels) == info["train"]["images"] and len(test.ids) == info["test"]["images"]
+    answers = _rows(root / "test_labels.csv")
+    assert [r["id"] for r in answers] == [r["id"] for r in _rows(root / "sample_submission.csv")]
+    assert {r["label"] for r in answers} <= set(TYPES)
+    # the labels are the artwork's type1
+    labels = {r["name"]: r["type1"] for r in _rows(DEFAULT_ARTWORK / "labels.csv")}
+    assert all(labels[r["name"]] == r["label"] for r in _rows(root / "images.csv"))
+
+
+@needs_artwork
+def test_task3_splits_by_pokemon_and_task2_by_image(sets: dict[str, Path]) -> None:
+    def names(kind: str, split: str) -> set[str]:
+        return {r["name"] for r in _rows(sets[kind] / "images.csv") if r["split"] == split}
+
+    assert names("task3", "test") and not names("task3", "train") & names("task3", "test")
+    # by image: with 2 variants per Pokémon some Pokémon have one image on each side
+    assert names("task2", "train") & names("task2", "test")
+    counts = build_info(sets["task2"])["counts"]
+    total = counts["train"]["images"] + counts["test"]["images"]
+    assert total == TINY["variants"] * len(names("task2", "train") | names("task2", "test"))
+    assert counts["test"]["images"] == pytest.approx(0.2 * total, abs=len(TYPES))  # 20 % per class
+
+
+@needs_artwork
+def test_task1_is_transparent_with_an_outline_and_task2_opaque(sets: dict[str, Path]) -> None:
+    from training.data import silhouette_box
+
+    t1 = sorted((sets["task1"] / "train").glob("*.png"))
+    t2 = sorted((sets["task2"] / "train").glob("*.png"))
+    for path in t1[:10]:
+        rgba = np.asarray(Image.open(path))
+        assert rgba.shape == (32, 32, 4)
+        assert (rgba[..., 3] == 0).mean() > 0.2  # background transparent...
+        assert rgba[0, 0, 3] == 0 and (rgba[..., 3] == 255).any()  # ...sprite opaque
+        assert silhouette_box(rgba) is not None  # the black outline the task1 crop uses
+    for path in t2[:10]:
+        rgba = np.asarray(Image.open(path))
+        assert rgba.shape == (32, 32, 4) and (rgba[..., 3] == 255).all()
+        assert silhouette_box(rgba) is not None
+    t3 = np.asarray(Image.open(next((sets["task3"] / "test").glob("*.png"))))
+    assert t3.shape == (48, 48, 3)  # a photo behind every sprite: RGB
+
+
+def test_a_missing_artwork_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ArtworkMissingError, match="--artwork"):
+        build("task2", tmp_path / "out", artwork=tmp_path / "nowhere")
+
+
+def test_the_benchmark_skips_with_the_reason_without_artwork(tmp_path: Path) -> None:
+    report = quality.run(quick=True, out=tmp_path, artwork=tmp_path / "nowhere")
+    assert report.skipped and "artwork" in report.skipped and report.tables == {}
+
+
+# ---------------------------------------------------------------------------------- baselines
+@needs_artwork
+def test_the_cnn_baseline_picks_its_epoch_on_validation_and_scores_the_test(
+    sets: dict[str, Path],
+) -> None:
+    res = train_cnn(sets["task2"], seed=0, epochs=3)
+    assert 0.0 <= res.test_f1 <= 1.0 and res.epochs_run == 3 and not res.stopped_by_budget
+    best = max(h["val_f1"] for h in res.history)
+    assert res.best_val_f1 == best and res.history[res.best_epoch - 1]["val_f1"] == best
+    counts = build_info(sets["task2"])["counts"]
+    assert res.train_images + res.val_images == counts["train"]["images"]
+    assert res.test_images == counts["test"]["images"]
+
+
+@needs_artwork
+def test_a_spent_budget_stops_a_baseline_after_one_epoch(sets: dict[str, Path]) -> None:
+    res = train_mlp(sets["task1"], seed=1, epochs=5, time_budget_s=0.0, image_size=32)
+    assert res.epochs_run == 1 and res.stopped_by_budget and res.best_epoch == 1
+
+
+@needs_artwork
+def test_the_lite0_baseline_runs_on_the_shipped_weights(sets: dict[str, Path]) -> None:
+    res = train_lite0(sets["task3"], seed=0, epochs=1)
+    assert res.epochs_run == 1 and 0.0 <= res.test_f1 <= 1.0
+
+
+# ---------------------------------------------------------------------------------- report
+def test_budgets_parse() -> None:
+    assert quality.parse_budget("20m") == 1200 and quality.parse_budget("90s") == 90
+    assert quality.parse_budget("1.5h") == 5400 and quality.parse_budget(45) == 45
+    with pytest.raises(ValueError, match="20m"):
+        quality.parse_budget("twenty minutes")
+
+
+@needs_artwork
+def test_the_report_holds_every_arm_the_margins_and_the_targets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    f1 = {"baseline": 0.40, "preset": 0.45, "flow": 0.60}
+
+    def fake(name: str):  # an arm that "ran" one 10 s step and scored f1[name] + seed/100
+        def arm_fn(arm: quality.Arm, *args: object) -> None:
+            if name == "preset" and arm.seed == 1:
+                raise quality.ArmError("train exited with 1: boom")
+            arm.steps.append(quality.Step("train", ["x"], 10.0, ""))
+            arm.test_f1 = f1[name] + arm.seed / 100
+
+        return arm_fn
+
+    for name in quality.ARMS:
+        monkeypatch.setattr(quality, f"_{name}", fake(name))
+    report = quality.run(quick=True, out=tmp_path, task="task2", seeds=2, budget="5s")
+    rows = report.tables["per seed and arm"]
+    assert [(r["seed"], r["arm"]) for r in rows] == [(s, a) for s in (0, 1) for a in quality.ARMS]
+    failed = next(r for r in rows if r["seed"] == 1 and r["arm"] == "preset")
+    assert failed["test_f1"] is None and "boom" in failed["error"]
+    by_arm = {r["arm"]: r for r in report.tables["per arm over seeds"]}
+    assert by_arm["flow"]["mean"] == pytest.approx(0.605) and by_arm["preset"]["seeds_ok"] == 1
+    assert report.summary["margin flow - baseline"] == pytest.approx(0.20)
+    margin, wall = report.targets
+    assert margin.limit == 0.15 and margin.met is True
+    assert wall.value == 10.0 and wall.limit == 5.0 and wall.met is False  # over budget: said so
+    doc = json.loads(report.write(tmp_path).read_text())
+    assert doc["benchmark"] == "quality_task2" and doc["config"]["seeds"] == [0, 1]
+
+
+def test_the_cli_passes_task_budget_and_seeds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bench._common import BenchReport
+    from tuning.cli import main
+
+    seen: dict[str, object] = {}
+
+    def fake_run(quick: bool, out: object, **kwargs: object) -> BenchReport:
+        seen.update(kwargs, quick=quick)
+        return BenchReport("quality_task1", quick, {}, {})
+
+    monkeypatch.setattr(quality, "run", fake_run)
+    argv = ["bench", "quality", "--task", "task1", "--budget", "5m", "--seeds", "2"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    assert seen == {"task": "task1", "budget": "5m", "seeds": 2, "quick": False}
+    assert (tmp_path / "quality_task1.json").is_file()
+
+
+def test_bench_all_leaves_the_hour_long_quality_run_out() -> None:
+    from bench import ON_DEMAND, ORDER
+
+    assert "quality" in ORDER and "quality" in ON_DEMAND
