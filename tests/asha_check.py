@@ -14,9 +14,11 @@ Why a stop is certain (not a matter of luck in training):
   the values the earlier trials recorded at ``t``.  A frozen trial that comes when at least
   as many learners as frozen trials ran before it (and at least one learner) sits below
   that median and must be stopped after epoch 1.  Which trials come first is the seeded
-  searcher's (TPE's first proposals are seeded random draws, no result involved): the
-  tests' seeds put such a frozen trial in the sweep, and :func:`asha_replay` says so (or
-  fails, naming the order) rather than trusting it.
+  searcher's (the preset point, whose lr is not among the choices and so is drawn, then
+  TPE's seeded random start-up draws: no result involved): the tests' seeds put such a
+  frozen trial in the sweep, and the tests check it on the replay (failing with the order)
+  rather than trusting it.  No space makes a stop certain whatever the order: trials whose
+  values never fall below the median of the ones before them are never stopped.
 
 :func:`asha_replay` is Ray's rule written out independently of poketune (which only
 configures the scheduler); a test compares it with the statuses the results frame reports.

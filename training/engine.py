@@ -306,6 +306,7 @@ class _Batches:
     val: ArrayLoader
     criterion: nn.Module
     augment: BatchAugment
+    prep: Preprocessing
 
 
 def _gpu_share() -> float:
@@ -367,6 +368,7 @@ def _batches(
         ),
         criterion=criterion,
         augment=BatchAugment(cfg.augment, data.num_classes, fill=fill),
+        prep=data.preprocessing,
     )
 
 
@@ -411,6 +413,75 @@ def _cached_features(
         lambda: compute_features(backbone, data, plan, batches.augment, device, cfg),
     )
     return feats
+
+
+def _train_epoch(
+    cfg: TrainConfig,
+    run: _Run,
+    batches: _Batches,
+    ddp: nn.Module,
+    device: torch.device,
+    feats: Features | None,
+    epoch: int,
+    extra_loss: Callable[[], torch.Tensor],
+) -> dict[str, float]:
+    """One training epoch: the head on cached features, or the (DDP-wrapped) model live."""
+    if feats is not None:
+        return train_head_one_epoch(
+            _transfer_parts(run.model)[1],
+            feats.view(epoch),
+            batches.train.labels,
+            batches.train.sampler or range(len(batches.train.labels)),
+            batches.criterion,
+            run.phases.optimizer,
+            device,
+            batch_size=cfg.optim.batch_size,
+            regularization=extra_loss,
+        )
+    return train_one_epoch(
+        ddp,
+        batches.train,
+        batches.criterion,
+        run.phases.optimizer,
+        device,
+        batches.prep,
+        augment=batches.augment if batches.augment.enabled else None,
+        amp=cfg.optim.amp,
+        scaler=run.scaler,
+        regularization=extra_loss,
+        channels_last=run.channels_last,
+    )
+
+
+def _validate(
+    cfg: TrainConfig,
+    run: _Run,
+    batches: _Batches,
+    device: torch.device,
+    feats: Features | None,
+    num_classes: int,
+) -> dict[str, float]:
+    """val_loss/val_f1/val_acc of the current weights (NaN without a validation split)."""
+    if not run.has_val:
+        return {"val_loss": math.nan, "val_f1": math.nan, "val_acc": math.nan}
+    if feats is not None:
+        return evaluate_head(
+            _transfer_parts(run.model)[1],
+            feats.val,
+            batches.val.labels,
+            device,
+            num_classes=num_classes,
+            batch_size=cfg.eval_batch_size,
+        ).metrics()
+    return evaluate(
+        run.model,
+        batches.val,
+        device,
+        batches.prep,
+        num_classes=num_classes,
+        amp=cfg.optim.amp,
+        channels_last=run.channels_last,
+    ).metrics()
 
 
 def fit(
@@ -473,54 +544,10 @@ def fit(
         if on_features and cached is None:
             cached = _cached_features(cfg, data, model, plan, batches, device, features)
             extract_s = cached.extract_s
-        if on_features and cached is not None:
-            train_metrics = train_head_one_epoch(
-                _transfer_parts(model)[1],
-                cached.view(epoch),
-                batches.train.labels,
-                batches.train.sampler or range(len(batches.train.labels)),
-                batches.criterion,
-                phases.optimizer,
-                device,
-                batch_size=cfg.optim.batch_size,
-                regularization=extra_loss,
-            )
-        else:
-            train_metrics = train_one_epoch(
-                ddp,
-                batches.train,
-                batches.criterion,
-                phases.optimizer,
-                device,
-                prep,
-                augment=batches.augment if batches.augment.enabled else None,
-                amp=cfg.optim.amp,
-                scaler=run.scaler,
-                regularization=extra_loss,
-                channels_last=run.channels_last,
-            )
+        feats = cached if on_features else None
+        train_metrics = _train_epoch(cfg, run, batches, ddp, device, feats, epoch, extra_loss)
         train_time = time.perf_counter() - t0
-        if run.has_val and on_features and cached is not None:
-            val = evaluate_head(
-                _transfer_parts(model)[1],
-                cached.val,
-                batches.val.labels,
-                device,
-                num_classes=data.num_classes,
-                batch_size=cfg.eval_batch_size,
-            ).metrics()
-        elif run.has_val:
-            val = evaluate(
-                model,
-                batches.val,
-                device,
-                prep,
-                num_classes=data.num_classes,
-                amp=cfg.optim.amp,
-                channels_last=run.channels_last,
-            ).metrics()
-        else:
-            val = {"val_loss": math.nan, "val_f1": math.nan, "val_acc": math.nan}
+        val = _validate(cfg, run, batches, device, feats, data.num_classes)
         lr = phases.optimizer.param_groups[0]["lr"]
         monitored = val[cfg.early_stop.monitor] if run.has_val else train_metrics["train_loss"]
         phases.scheduler.step(monitored)

@@ -17,7 +17,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from training.checkpoint import Checkpoint
 from training.engine import PreparedData
 from training.errors import PoketuneError
-from training.loop import ArrayLoader, EvalResult, evaluate
+from training.loop import ArrayLoader, EvalResult, channels_last_for, evaluate
 
 __all__ = ["CheckpointEval", "EvaluationError", "default_device", "evaluate_checkpoint"]
 
@@ -86,8 +86,9 @@ def evaluate_checkpoint(
 ) -> CheckpointEval:
     """``ckpt``'s best (or last) weights on ``data``'s validation split.
 
-    Runs with the checkpoint's own AMP setting and eval batch size, so the numbers are the
-    ones the sweep reported for the same weights and split.
+    Runs with the checkpoint's own AMP setting, memory format and eval batch size (as
+    ``fit`` chose them for this device), so the numbers are the ones the sweep reported for the
+    same weights and split.
     """
     if list(data.class_names) != list(ckpt.class_names):
         raise EvaluationError(
@@ -97,8 +98,12 @@ def evaluate_checkpoint(
     if len(data.y_val) == 0:
         raise EvaluationError("the data gives an empty validation split")
     device = device or default_device()
-    model = ckpt.build_model(best=best).to(device)
     cfg = ckpt.config
+    # the kernels training used on this device (AMP dtype, memory format): the same numbers
+    channels_last = channels_last_for(device, cfg.model.name)
+    model = ckpt.build_model(best=best).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     loader = ArrayLoader(torch.as_tensor(data.x_val), torch.as_tensor(data.y_val), cfg.eval_batch_size)
     result = evaluate(
         model,
@@ -107,5 +112,6 @@ def evaluate_checkpoint(
         data.preprocessing,
         num_classes=ckpt.num_classes,
         amp=cfg.optim.amp,
+        channels_last=channels_last,
     )
     return CheckpointEval(result, list(ckpt.class_names))

@@ -159,3 +159,28 @@ def test_keep_alpha_and_opaque_photos_keep_a_black_fill(
     monkeypatch.setattr(cifar, "EXPECTED_MD5", cifar.file_md5s(folder))
     photos, report = prepare_data(tmp_path, _cfg("cifar10_cnn"))
     assert report.transparent == 0 and photos.augment_fill == (0.0,) * 3
+
+
+def test_evaluation_runs_with_the_kernels_training_used(task2_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """export/compare evaluate with the checkpoint's AMP setting and, on a GPU, channels_last
+    for a CNN, so their metrics are the sweep's (issue 14 item 4)."""
+    import training.evaluation as evaluation
+    from training.checkpoint import build_model_for
+
+    cfg = _cfg("task2", **{"model.channels": 8, "model.stages": 2, "optim.amp": True})
+    data, _ = prepare_data(task2_data, cfg)
+    ckpt = Checkpoint(cfg, data.preprocessing, data.class_names, build_model_for(cfg, 9).state_dict())
+    seen: dict[str, object] = {}
+
+    def fake_evaluate(model, loader, device, prep, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs, device=device)
+        raise StopIteration  # stop here: the arguments are what this test checks
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)  # no CUDA here
+    with pytest.raises(StopIteration):
+        evaluation.evaluate_checkpoint(ckpt, data, device=torch.device("cuda", 0))
+    assert seen["amp"] is True and seen["channels_last"] is True
+    with pytest.raises(StopIteration):
+        evaluation.evaluate_checkpoint(ckpt, data, device=torch.device("cpu"))
+    assert seen["channels_last"] is False

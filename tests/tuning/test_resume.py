@@ -27,7 +27,7 @@ params:
 """
 SAMPLES = 5
 # the waits, bounded well under pytest-timeout's 600 s for the whole test (measured: the first
-# sweep is caught mid-way after ~30 s, the resumed one takes ~60 s on 2 cores)
+# sweep is caught mid-way after ~25 s, the resumed one takes ~80 s on 2 busy cores)
 CATCH_S = 150
 RESUME_S = 300
 
