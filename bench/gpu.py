@@ -14,7 +14,6 @@ the same code on the CPU with no GPU resources, to check the benchmark itself wo
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -37,12 +36,9 @@ from bench._common import (
 from bench.overhead import (
     TARGET_RATIO,
     Measured,
-    _fit_local,
-    _torch_threads,
-    _train_path,
-    _tune_path,
     baseline,
     fixed_space,
+    measure_paths,
 )
 from training.config import TrainConfig
 from training.engine import PreparedData, prepare_data
@@ -124,18 +120,7 @@ def measure_gpu_paths(
     cfg: TrainConfig, root: Path, *, threads: int, device: torch.device, work: Path
 ) -> list[Measured]:
     """``overhead.measure_paths`` with :func:`plain_matched` as the yardstick."""
-    cfg = cfg.replace(num_threads=threads)
-    data, _ = prepare_data(root, cfg)  # decodes into the cache once; every path then hits it
-    n = len(data.y_train)
-    use_gpu = device.type == "cuda"
-    with _torch_threads(threads):
-        runs = [plain_matched(cfg, data, device), _fit_local(cfg, data, device)]
-    runs.append(_train_path(cfg, root, work, n, use_gpu=use_gpu))
-    runs.append(_tune_path(cfg, root, work, n, gpus=1.0 if use_gpu else 0.0, cpus=threads))
-    with _torch_threads(threads):  # the yardstick again: the mean of both brackets the rest
-        again = plain_matched(cfg, data, device)
-    runs.append(dataclasses.replace(again, path=f"{again.path} (again)"))
-    return runs
+    return measure_paths(cfg, root, threads=threads, device=device, work=work, yardstick=plain_matched)
 
 
 def packing(

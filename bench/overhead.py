@@ -19,7 +19,7 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,20 +209,25 @@ def measure_paths(
     threads: int,
     device: torch.device,
     work: Path,
+    yardstick: Callable[[TrainConfig, PreparedData, torch.device], Measured] | None = None,
 ) -> list[Measured]:
-    """Train ``cfg`` on ``root`` every way, in one process and one Ray session."""
+    """Train ``cfg`` on ``root`` every way, in one process and one Ray session.
+
+    ``yardstick`` is the plain loop the others are compared with (default
+    :func:`plain_pytorch`; ``bench gpu`` passes one with fit's AMP and memory format)."""
+    plain = yardstick or plain_pytorch
     cfg = cfg.replace(num_threads=threads)
     data, _ = prepare_data(root, cfg)  # decodes into the cache once; every path then hits it
     n = len(data.y_train)
     use_gpu = device.type == "cuda"
     with _torch_threads(threads):
-        runs = [plain_pytorch(cfg, data, device), _fit_local(cfg, data, device)]
+        runs = [plain(cfg, data, device), _fit_local(cfg, data, device)]
     runs.append(_train_path(cfg, root, work, n, use_gpu=use_gpu))
     runs.append(_tune_path(cfg, root, work, n, gpus=1.0 if use_gpu else 0.0, cpus=threads))
     # the yardstick again at the end: the machine's speed drifts by several percent over a
     # minute, and the mean of the two brackets the runs in between
     with _torch_threads(threads):
-        again = plain_pytorch(cfg, data, device)
+        again = plain(cfg, data, device)
     runs.append(dataclasses.replace(again, path=f"{again.path} (again)"))
     return runs
 

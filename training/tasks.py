@@ -70,28 +70,19 @@ TASKS.register("task3")(
 )
 TASKS.register("task3_lite")(
     {  # task 3 on a fresh machine: EfficientNet-Lite0, whose ImageNet weights ship with poketune
-        # (no torch hub cache, no network); 160 px keeps a CPU epoch short (nominal: 224)
+        # (no torch hub cache, no network); otherwise task3's recipe (sampler, plateau, batch
+        # 32, 30 epochs, the same augmentation and early stopping)
+        **TASKS.get("task3"),
         "model.name": "efficientnet_lite0",
         "model.head_hidden": [256],
         "model.head_dropout": [0.3],
         # after the head phase the last 3 of 9 stages train: MBConv stages 6-7 + the 1×1 conv
         "model.freeze_depth": 3,
-        "model.pretrained": True,
-        "data.image_size": 160,
+        "data.image_size": 160,  # keeps a CPU epoch short (nominal: 224)
         "data.normalize": "lite",  # (x - 127) / 128, what the Lite weights were trained on
-        "loss.imbalance": "sampler",
-        "optim.optimizer": "adam",
         "optim.lr": 1e-3,  # head phase: only the new head learns
         "optim.head_epochs": 3,
         "optim.finetune_lr": 1e-4,
-        "optim.scheduler": "plateau",
-        "optim.batch_size": 32,
-        "optim.epochs": 30,
-        "augment.hflip": 0.5,
-        "augment.rotation": 15.0,
-        "augment.color_jitter": 0.2,
-        "early_stop.patience": 5,
-        "early_stop.start_epoch": 10,
     }
 )
 TASKS.register("cifar10_cnn")(
