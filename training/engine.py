@@ -356,6 +356,7 @@ def _batches(
             reporter.rank,
             reporter.world_size,
             pin_memory=pin,
+            min_batch=2,
         ),
         val=ArrayLoader(
             x_val,

@@ -292,7 +292,8 @@ def train_head_one_epoch(
 ) -> dict[str, float]:
     """``train_one_epoch`` for the head alone on cached features (same sampler order)."""
     head.train()
-    loader = ArrayLoader(torch.from_numpy(features), labels, batch_size, order)
+    # the live loader's rule (a last batch of one image is dropped), so both paths train alike
+    loader = ArrayLoader(torch.from_numpy(features), labels, batch_size, order, min_batch=2)
     loss_sum = torch.zeros((), device=device)
     seen = 0
     for xb, yb in loader:

@@ -64,6 +64,9 @@ class ArrayLoader:
     world_size: int = 1
     drop_last: bool = False
     pin_memory: bool = False
+    # a last batch smaller than this is dropped: BatchNorm cannot train on one image (each
+    # rank's shard has the same size, so every rank drops it and no collective is skipped)
+    min_batch: int = 1
 
     @property
     def num_indices(self) -> int:
@@ -111,7 +114,7 @@ class ArrayLoader:
             idx_images if self.labels.device == self.images.device else idx.to(self.labels.device)
         )
         n = len(idx)
-        stop = n - n % self.batch_size if self.drop_last else n
+        stop = self._stop(n)
         for start in range(0, stop, self.batch_size):
             end = start + self.batch_size
             yield (
@@ -125,9 +128,14 @@ class ArrayLoader:
         out = _pinned_empty((len(sel), *src.shape[1:]), src.dtype)
         return torch.index_select(src, 0, sel, out=out)
 
+    def _stop(self, n: int) -> int:
+        """Where this rank's last batch ends: before a partial one that is dropped."""
+        tail = n % self.batch_size
+        return n - tail if self.drop_last or 0 < tail < self.min_batch else n
+
     def __len__(self) -> int:
         n = -(-self.num_indices // self.world_size)  # per rank, after padding
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-self._stop(n) // self.batch_size)
 
 
 def _pinned_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

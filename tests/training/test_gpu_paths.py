@@ -546,3 +546,20 @@ def test_bench_gpu_plain_arm_runs(tmp_path: Path) -> None:
     assert len(measured.images_per_s) == 2 and all(r > 0 for r in measured.images_per_s)
     row = measured.row(None)
     assert row["startup_s"] >= 0 and row["img_per_s"] > 0
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(50, 7, 1), (99, 7, 2), (33, 16, 2), (17, 8, 1), (16, 8, 1)])
+def test_a_last_batch_of_one_image_is_dropped_for_training(n: int, batch: int, world: int) -> None:
+    """BatchNorm cannot train on one image ("Expected more than 1 value per channel"): the
+    training loader drops such a last batch, on every rank alike (their shards are equal)."""
+    from training.loop import ArrayLoader
+
+    sizes = []
+    for rank in range(world):
+        loader = ArrayLoader(torch.zeros(n, 1), torch.arange(n), batch, None, rank, world, min_batch=2)
+        got = [len(y) for _, y in loader]
+        assert len(got) == len(loader) and all(s >= 2 for s in got)
+        sizes.append(got)
+    assert all(s == sizes[0] for s in sizes)  # the same steps on every rank
+    per_rank = -(-n // world)
+    assert sum(sizes[0]) == per_rank - (1 if per_rank % batch == 1 else 0)
