@@ -325,3 +325,13 @@ def test_tracking_uri_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     if not os.access(locked, os.W_OK):
         with pytest.raises(MlflowUnreachableError, match=r"not writable.*; try later"):
             ensure_reachable(f"sqlite:///{locked}/m.db", hint="try later")
+
+
+def test_every_results_status_has_an_mlflow_run_status() -> None:
+    """A trial status the results frame can hold but export cannot map would end the export
+    with a KeyError (it did for the budget's stopped_budget)."""
+    from tuning.export import RUN_STATUS
+    from tuning.results import STATUSES
+
+    assert set(STATUSES) == set(RUN_STATUS)
+    assert RUN_STATUS["stopped_budget"] == "FINISHED"

@@ -65,6 +65,7 @@ EPOCH_METRICS = ("train_loss", "val_loss", "val_f1", "val_acc", "lr", "epoch_tim
 RUN_STATUS = {
     "completed": "FINISHED",
     "stopped_asha": "FINISHED",
+    "stopped_budget": "FINISHED",  # the sweep's deadline ended it; every epoch it ran is kept
     "early_stopped": "FINISHED",
     "errored": "FAILED",
     "running": "RUNNING",
