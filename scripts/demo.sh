@@ -15,7 +15,8 @@ poketune make-data --kind task2 --out "$OUT/data" --seed 0
 poketune tune search_spaces/task2_cnn.yaml --data "$OUT/data" --time-budget 6m --name "$NAME" \
     --cpus-per-trial 1 --set data.image_size=32 --mlflow-uri "$MLFLOW_URI"
 poketune results "$NAME" --top 5
-poketune retrain "$NAME" --mlflow-uri "$MLFLOW_URI"
+# the two best distinct configs as one averaging ensemble, each on train+val
+poketune retrain "$NAME" --mlflow-uri "$MLFLOW_URI" --top 2
 poketune submit --model "models:/poketune-task2/latest" --mlflow-uri "$MLFLOW_URI" \
     --data "$OUT/data" --out "$OUT/submission.csv" --tta
 poketune score "$OUT/submission.csv" --answers "$OUT/data/test_labels.csv"
