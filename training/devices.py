@@ -11,24 +11,40 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from training.errors import PoketuneError
 
-__all__ = ["DeviceError", "granted_gpu_ids", "release_device_memory", "training_device"]
+__all__ = ["DeviceError", "granted_gpu_ids", "granted_gpu_share", "release_device_memory", "training_device"]
 
 
 class DeviceError(PoketuneError, RuntimeError):
     """A GPU was granted but cannot be used."""
 
 
+def _ray() -> Any:
+    """The initialised ``ray`` module, or None: never imported for this (outside Ray it is
+    not there, and importing it costs seconds)."""
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
+
+
 def granted_gpu_ids() -> list[int | str] | None:
     """The GPU ids Ray granted this process, or None when it is not a Ray worker."""
-    ray = sys.modules.get("ray")  # never imported for this: outside Ray it is not there
-    if ray is None or not ray.is_initialized():
-        return None
-    return list(ray.get_gpu_ids())
+    ray = _ray()
+    return None if ray is None else list(ray.get_gpu_ids())
+
+
+def granted_gpu_share() -> float:
+    """The fraction of a GPU this Ray trial or worker reserved (``--gpus-per-trial 0.25`` →
+    0.25); 1 outside Ray or with a whole GPU."""
+    ray = _ray()
+    if ray is None:
+        return 1.0
+    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    return min(float(gpus), 1.0) if gpus else 1.0
 
 
 def training_device(granted: Sequence[int | str] | None = None, *, under_ray: bool | None = None) -> torch.device:

@@ -12,7 +12,6 @@ import copy
 import functools
 import math
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from training.checkpoint import Checkpoint, build_model_for
 from training.config import ConfigError, TrainConfig
 from training.data import LoadReport, Preprocessing, load_split, stratified_split
 from training.data.augment import BatchAugment
-from training.devices import release_device_memory, training_device
+from training.devices import granted_gpu_share, release_device_memory, training_device
 from training.early_stopping import EarlyStopping
 from training.features import (
     PROCESS_STORE,
@@ -309,16 +308,6 @@ class _Batches:
     prep: Preprocessing
 
 
-def _gpu_share() -> float:
-    """The fraction of a GPU this Ray trial or worker reserved (``--gpus-per-trial 0.25`` →
-    0.25); 1 outside Ray or with a whole GPU."""
-    ray = sys.modules.get("ray")  # not imported: not under Ray (and no slow import for it)
-    if ray is None or not ray.is_initialized():
-        return 1.0
-    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
-    return min(float(gpus), 1.0) if gpus else 1.0
-
-
 def _batches(
     cfg: TrainConfig, data: PreparedData, reporter: Reporter, device: torch.device, start_epoch: int
 ) -> _Batches:
@@ -328,7 +317,7 @@ def _batches(
     # the whole set: the page-locked allocation rounds up to a power of two per trial)
     nbytes = data.x_train.nbytes + data.x_val.nbytes + data.y_train.nbytes
     on_device = device.type == "cuda" and data_fits_on_device(
-        device, nbytes, gpu_share=_gpu_share()
+        device, nbytes, gpu_share=granted_gpu_share()
     )
     store = device if on_device else torch.device("cpu")
     pin = device.type == "cuda" and not on_device

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from training.data.augment import BatchAugment
-from training.loop import ArrayLoader, EvalResult, autocast_for
+from training.loop import ArrayLoader, EvalResult, autocast_for, norm_constants
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -145,9 +145,7 @@ def extract_features(
 ) -> np.ndarray:
     """``backbone``'s output (float32 N×D on the CPU) for uint8 N×C×H×W ``images``, in eval
     mode, optionally through one random ``augment`` pass."""
-    prep = data.preprocessing
-    mean = torch.tensor(prep.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(prep.std, device=device).view(1, -1, 1, 1)
+    mean, std = norm_constants(data.preprocessing, device)
     autocast, _ = autocast_for(device, amp)
     was_training = backbone.training
     backbone.eval()

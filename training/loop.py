@@ -206,7 +206,7 @@ def data_fits_on_device(
     return nbytes <= budget * min(free, gpu_share * total)
 
 
-def _norm_constants(prep: Preprocessing, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def norm_constants(prep: Preprocessing, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """mean and std as 1×C×1×1 float32 on ``device``: built once per epoch or evaluation,
     since two small host→device copies per batch each block the host."""
     mean = torch.tensor(prep.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -245,7 +245,7 @@ def train_one_epoch(
     """One pass over ``loader``; returns ``train_loss`` (mean per image) and ``train_images``."""
     model.train()
     autocast, _ = autocast_for(device, amp)
-    norm = _norm_constants(prep, device)
+    norm = norm_constants(prep, device)
     # accumulate on device: a .item() per step would sync the host with the GPU every batch
     loss_sum = torch.zeros((), device=device)
     seen = 0
@@ -326,7 +326,7 @@ def _predict(
     rather than a blocking ``.cpu()`` per batch."""
     model.eval()
     autocast, _ = autocast_for(device, amp)
-    norm = _norm_constants(prep, device)
+    norm = norm_constants(prep, device)
     out = []
     for xb in batches:
         x = _to_input(xb, device, prep, channels_last)

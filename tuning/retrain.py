@@ -116,6 +116,25 @@ def _trial_config(sweep: results.Sweep, row: pd.Series) -> tuple[TrainConfig, st
     return _trial_config_from_params(sweep, str(row["trial_dir"])), "params"
 
 
+def _usable(frame: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Trials that finished with a score and a best epoch: the ones a retrain can copy."""
+    return frame[~frame["status"].isin(_FAILED) & frame[col].notna() & frame["best_epoch"].notna()]
+
+
+def _source(name: str, sweep: results.Sweep, row: pd.Series) -> SourceTrial:
+    metric = sweep.space.metric
+    cfg, origin = _trial_config(sweep, row)
+    return SourceTrial(
+        sweep=name,
+        trial_id=str(row["trial_id"]),
+        metric=metric,
+        best_value=float(row[f"best_{metric}"]),
+        best_epoch=int(row["best_epoch"]),
+        config=cfg,
+        config_from=origin,
+    )
+
+
 def select_trial(name: str, storage: str, trial: str | None = None) -> SourceTrial:
     """The best finished trial of sweep ``name`` (by the sweep's metric), or trial ``trial``."""
     sweep = results.open_sweep(name, storage)
@@ -124,7 +143,7 @@ def select_trial(name: str, storage: str, trial: str | None = None) -> SourceTri
     col = f"best_{metric}"
     if frame.empty:
         raise ValueError(f"sweep {name!r} has no trials yet")
-    usable = frame[~frame["status"].isin(_FAILED) & frame[col].notna() & frame["best_epoch"].notna()]
+    usable = _usable(frame, col)
     if trial is not None:
         ids = [str(t) for t in frame["trial_id"]]
         if trial not in ids:
@@ -145,16 +164,7 @@ def select_trial(name: str, storage: str, trial: str | None = None) -> SourceTri
             )
         ascending = sweep.space.mode == "min"
         row = usable.sort_values(col, ascending=ascending, kind="stable").iloc[0]
-    cfg, origin = _trial_config(sweep, row)
-    return SourceTrial(
-        sweep=name,
-        trial_id=str(row["trial_id"]),
-        metric=metric,
-        best_value=float(row[col]),
-        best_epoch=int(row["best_epoch"]),
-        config=cfg,
-        config_from=origin,
-    )
+    return _source(name, sweep, row)
 
 
 def select_trials(name: str, storage: str, top: int) -> list[SourceTrial]:
@@ -164,23 +174,22 @@ def select_trials(name: str, storage: str, top: int) -> list[SourceTrial]:
         raise ConfigError(f"--top must be >= 1, got {top}")
     sweep = results.open_sweep(name, storage)
     frame = results.load(name, storage)  # sorted best first
-    col = f"best_{sweep.space.metric}"
-    usable = frame[~frame["status"].isin(_FAILED) & frame[col].notna() & frame["best_epoch"].notna()]
+    usable = _usable(frame, f"best_{sweep.space.metric}")
     params = [p for p in sweep.space.params if p in usable.columns]
     seen: set[str] = set()
-    picked: list[str] = []
+    picked: list[pd.Series] = []
     for _, row in usable.iterrows():
         key = json.dumps({p: row[p] for p in params if not pd.isna(row[p])}, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            picked.append(str(row["trial_id"]))
+            picked.append(row)
         if len(picked) == top:
             break
     if len(picked) < top:
         raise ConfigError(
             f"--top {top}: sweep {name!r} has only {len(picked)} finished trial(s) with distinct configs"
         )
-    return [select_trial(name, storage, tid) for tid in picked]
+    return [_source(name, sweep, row) for row in picked]
 
 
 def retrain_config(source: SourceTrial, *, epochs: int, seed: int, num_threads: int) -> TrainConfig:

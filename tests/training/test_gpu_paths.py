@@ -385,17 +385,19 @@ def test_fit_keeps_the_data_in_host_memory_when_the_gpu_has_no_room(
 
 
 def test_gpu_share_is_what_ray_assigned(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.devices import granted_gpu_share
+
     assigned: dict[str, float] = {"CPU": 1.0, "GPU": 0.25}
     fake = types.SimpleNamespace(
         is_initialized=lambda: True,
         get_runtime_context=lambda: types.SimpleNamespace(get_assigned_resources=lambda: assigned),
     )
     monkeypatch.setitem(sys.modules, "ray", fake)
-    assert engine._gpu_share() == 0.25
+    assert granted_gpu_share() == 0.25
     assigned["GPU"] = 2.0
-    assert engine._gpu_share() == 1.0
+    assert granted_gpu_share() == 1.0
     monkeypatch.delitem(sys.modules, "ray")
-    assert engine._gpu_share() == 1.0
+    assert granted_gpu_share() == 1.0
 
 
 # --------------------------------------------------------------- 8: batched augmentation
