@@ -1,20 +1,25 @@
-"""Typed training configuration.
+"""Typed training configuration: the one schema of every config key, its type, its bounds
+and, for keys whose values name something the training code owns (a model, an optimizer,
+an imbalance strategy, a preprocessing mode, …), where the valid names live.
 
 Tune, the CLI (``--set optim.lr=0.01``) and YAML search spaces all speak *flat dotted
 dicts* (``{"optim.lr": 1e-3, "model.hidden_sizes": [256, 128]}``).  They become a
 :class:`TrainConfig` exactly once, at the worker entry, through :meth:`TrainConfig.from_flat`;
-nothing below that reads string keys.
+nothing below that reads string keys. The search-space loader validates every value through
+the same schema (:func:`unknown_name`, :meth:`TrainConfig.from_flat`), adding file and line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from training.errors import PoketuneError
+from training.registry import Registry
 
 __all__ = [
     "AugmentConfig",
@@ -27,7 +32,9 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "flat_keys",
+    "named_keys",
     "parse_override",
+    "unknown_name",
 ]
 
 
@@ -35,9 +42,16 @@ class ConfigError(PoketuneError, ValueError):
     """A configuration key or value is invalid; the message names the key."""
 
 
+def _named(default: str, module: str, attr: str) -> Any:
+    """A field whose value must be one of the names held by ``module.attr`` (a
+    :class:`~training.registry.Registry`, or a tuple/dict of names). Looked up when a config
+    is validated, so a newly registered name is valid everywhere at once."""
+    return field(default=default, metadata={"names": (module, attr)})
+
+
 @dataclass
 class ModelConfig:
-    name: str = "mlp"
+    name: str = _named("mlp", "training.models", "MODELS")
     # MLP
     hidden_sizes: list[int] = field(default_factory=lambda: [256, 128])
     batchnorm: bool = True
@@ -46,7 +60,7 @@ class ModelConfig:
     stages: int = 4
     channels: int = 32
     kernel_size: int = 3
-    pooling: str = "max"  # max | avg
+    pooling: str = _named("max", "training.models.cnn", "POOLS")  # max | avg
     # transfer backbones (torchvision): custom head + freeze depth
     head_hidden: list[int] = field(default_factory=lambda: [512])
     # one value for every head layer, or one per hidden layer
@@ -60,7 +74,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     # where the images come from (the root folder itself is given separately: --data DIR)
-    layout: str = "auto"  # auto | kaggle | imagefolder | manifest | cifar10
+    # auto | kaggle | imagefolder | manifest | cifar10 (the package registers cifar10)
+    layout: str = _named("auto", "training.data", "LAYOUTS")
     manifest: str = "train.csv"  # kaggle: labels CSV; manifest: the CSV of image paths
     id_col: str = "id"
     label_col: str = "label"
@@ -69,22 +84,23 @@ class DataConfig:
     skip_bad: bool = False
     # decode-time preprocessing (part of the cache key)
     image_size: int = 64
-    crop: str = "none"  # none | silhouette
-    rgba: str = "composite"  # composite | keep
+    crop: str = _named("none", "training.data._preprocessing", "CROPS")  # none | silhouette
+    rgba: str = _named("composite", "training.data._preprocessing", "RGBA_MODES")  # composite | keep
     background: list[int] = field(default_factory=lambda: [255, 255, 255])
-    normalize: str = "half"  # half (mean=std=0.5) | imagenet
+    # half (mean=std=0.5) | imagenet | lite ((x - 127) / 128)
+    normalize: str = _named("half", "training.data._preprocessing", "NORMALIZATIONS")
     val_fraction: float = 0.2
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "adam"  # adam | adamw | sgd
+    optimizer: str = _named("adam", "training.optim", "OPTIMIZERS")  # adam | adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
     batch_size: int = 16
     epochs: int = 10
-    scheduler: str = "none"  # none | step | plateau | cosine
+    scheduler: str = _named("none", "training.optim", "SCHEDULERS")  # none | step | plateau | cosine
     step_size: int = 5
     step_gamma: float = 0.1
     plateau_factor: float = 0.5
@@ -100,7 +116,8 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    imbalance: str = "none"  # none | weighted_ce | focal | sampler
+    # none | weighted_ce | focal | sampler: the criterion and the sampler together
+    imbalance: str = _named("none", "training.losses", "IMBALANCE")
     focal_gamma: float = 2.0
 
 
@@ -221,9 +238,6 @@ class TrainConfig:
         check(self.optim.epochs >= 1, "optim.epochs", "must be >= 1")
         check(0 < self.data.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
         check(self.data.image_size >= 8, "data.image_size", "must be >= 8")
-        check(self.data.crop in ("none", "silhouette"), "data.crop", "valid: none, silhouette")
-        check(self.data.rgba in ("composite", "keep"), "data.rgba", "valid: composite, keep")
-        check(self.data.normalize in ("half", "imagenet", "lite"), "data.normalize", "valid: half, imagenet, lite")
         check(len(self.data.background) == 3, "data.background", "needs 3 values (RGB)")
         check(0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)")
         check(self.model.stages >= 1, "model.stages", "must be >= 1")
@@ -235,6 +249,11 @@ class TrainConfig:
             "early_stop.monitor",
             "valid: val_f1, val_acc, val_loss",
         )
+        flat = self.to_flat()
+        for key in named_keys():
+            problem = unknown_name(key, flat[key])
+            if problem is not None:
+                raise ConfigError(f"{key}: {problem}")
 
     @property
     def in_channels(self) -> int:
@@ -253,6 +272,46 @@ def flat_keys() -> dict[str, Any]:
         else:
             out[f.name] = hints_top[f.name]
     return out
+
+
+def named_keys() -> dict[str, tuple[str, str]]:
+    """Every dotted key whose value names something → the (module, attribute) holding the
+    valid names."""
+    out: dict[str, tuple[str, str]] = {}
+    for f in dataclasses.fields(TrainConfig):
+        fields = dataclasses.fields(_SECTIONS[f.name]) if f.name in _SECTIONS else ()
+        for sf in fields:
+            if "names" in sf.metadata:
+                out[f"{f.name}.{sf.name}"] = sf.metadata["names"]
+    return out
+
+
+def unknown_name(key: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for a :func:`named_keys` key (``"unknown optimizer
+    'adamm'; valid: adam, adamw, sgd"``); None when it is valid or ``key`` takes no name."""
+    source = named_keys().get(key)
+    if source is None or not isinstance(value, str):
+        return None
+    found = _valid_names(*source, key)
+    if found is None or value in found[1]:
+        return None
+    kind, valid = found
+    return f"unknown {kind} {value!r}; valid: {', '.join(valid)}"
+
+
+def _valid_names(module_name: str, attr: str, key: str) -> tuple[str, list[str]] | None:
+    """(what the names are, the sorted names) held by ``module_name.attr``; None when that
+    module is not installed here."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None  # that part of the project is not installed here
+        raise
+    owner = getattr(module, attr)  # an AttributeError here is a stale _named() source
+    if isinstance(owner, Registry):
+        return owner.kind, owner.names()
+    return key, sorted(str(name) for name in owner)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -13,6 +13,7 @@ Every criterion takes index targets ``(N,)`` long and probability targets ``(N, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,9 +26,9 @@ from training.config import LossConfig
 from training.registry import Registry
 
 __all__ = [
-    "LOSSES",
-    "SAMPLERS",
+    "IMBALANCE",
     "FocalLoss",
+    "Imbalance",
     "balanced_class_weights",
     "build_criterion",
     "build_sampler",
@@ -38,8 +39,19 @@ LossFactory = Callable[[LossConfig, np.ndarray, float], nn.Module]
 #: ``factory(cfg, labels, generator, num_samples) -> sampler or None``
 SamplerFactory = Callable[[LossConfig, np.ndarray, torch.Generator, int], "Sampler[int] | None"]
 
-LOSSES: Registry[LossFactory] = Registry("loss.imbalance")
-SAMPLERS: Registry[SamplerFactory] = Registry("loss.imbalance")
+
+
+@dataclass(frozen=True)
+class Imbalance:
+    """An imbalance strategy: the criterion it trains with and the sampler it draws batches
+    with (None: plain shuffling). One entry picks both, so they cannot disagree."""
+
+    criterion: LossFactory
+    sampler: SamplerFactory
+
+
+#: ``loss.imbalance`` names → strategies (registered below the factories)
+IMBALANCE: Registry[Imbalance] = Registry("loss.imbalance")
 
 
 class FocalLoss(nn.Module):
@@ -91,13 +103,10 @@ def balanced_class_weights(class_counts: np.ndarray) -> np.ndarray:
     return weights
 
 
-@LOSSES.register("none")
-@LOSSES.register("sampler")  # the sampler balances the batches; the loss stays plain
 def _cross_entropy(cfg: LossConfig, class_counts: np.ndarray, label_smoothing: float) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
 
-@LOSSES.register("weighted_ce")
 def _weighted_cross_entropy(
     cfg: LossConfig, class_counts: np.ndarray, label_smoothing: float
 ) -> nn.Module:
@@ -105,7 +114,6 @@ def _weighted_cross_entropy(
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
 
-@LOSSES.register("focal")
 def _focal(cfg: LossConfig, class_counts: np.ndarray, label_smoothing: float) -> nn.Module:
     return FocalLoss(cfg.focal_gamma, label_smoothing=label_smoothing)
 
@@ -114,22 +122,18 @@ def build_criterion(
     cfg: LossConfig, class_counts: np.ndarray, label_smoothing: float = 0.0
 ) -> nn.Module:
     """The criterion for ``cfg.imbalance``; ``class_counts[c]`` = training images of class c."""
-    factory = LOSSES.get(cfg.imbalance)
+    factory = IMBALANCE.get(cfg.imbalance).criterion
     _check_counts(class_counts)
     _check_smoothing(label_smoothing)
     return factory(cfg, np.asarray(class_counts), label_smoothing)
 
 
-@SAMPLERS.register("none")
-@SAMPLERS.register("weighted_ce")
-@SAMPLERS.register("focal")
 def _no_sampler(
     cfg: LossConfig, labels: np.ndarray, generator: torch.Generator, num_samples: int
 ) -> Sampler[int] | None:
     return None
 
 
-@SAMPLERS.register("sampler")
 def _class_balanced_sampler(
     cfg: LossConfig, labels: np.ndarray, generator: torch.Generator, num_samples: int
 ) -> Sampler[int] | None:
@@ -137,6 +141,13 @@ def _class_balanced_sampler(
     counts = np.bincount(labels)
     weights: list[float] = (1.0 / counts[labels]).tolist()
     return WeightedRandomSampler(weights, num_samples, replacement=True, generator=generator)
+
+
+IMBALANCE.register("none")(Imbalance(_cross_entropy, _no_sampler))
+IMBALANCE.register("weighted_ce")(Imbalance(_weighted_cross_entropy, _no_sampler))
+IMBALANCE.register("focal")(Imbalance(_focal, _no_sampler))
+# the sampler balances the batches; the loss stays plain
+IMBALANCE.register("sampler")(Imbalance(_cross_entropy, _class_balanced_sampler))
 
 
 def build_sampler(
@@ -148,7 +159,7 @@ def build_sampler(
     every rank from its own seeded stream); the generator advances, so epochs differ but a run
     is reproducible.
     """
-    factory = SAMPLERS.get(cfg.imbalance)
+    factory = IMBALANCE.get(cfg.imbalance).sampler
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) == 0 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(

@@ -12,15 +12,14 @@ import pytest
 from optuna.samplers import TPESampler
 from optuna.trial import FixedTrial
 
-from training.config import ConfigError, TrainConfig, flat_keys
+from training.config import ConfigError, TrainConfig, flat_keys, named_keys
 from training.data import LAYOUTS
 from training.data import _preprocessing as preprocessing
-from training.losses import LOSSES, SAMPLERS
+from training.losses import IMBALANCE, Imbalance
 from training.models import MODELS, cnn
 from training.optim import OPTIMIZERS, SCHEDULERS
 from training.tasks import TASKS, preset_config
 from tuning.space import SearchSpace, SpaceError, load_space, parse_space
-from tuning.space._load import NAMED_VALUES
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 SHIPPED = sorted(SPACES.glob("*.yaml"))
@@ -537,14 +536,14 @@ def test_no_shipped_space_searches_data_or_seed() -> None:
 #: key → (what the error calls its values, the valid names, read from their owners here)
 NAMED: dict[str, tuple[str, list[str]]] = {
     "model.name": ("model", MODELS.names()),
-    "model.pooling": ("model.pooling", sorted(cnn._POOLS)),
+    "model.pooling": ("model.pooling", sorted(cnn.POOLS)),
     "data.layout": ("data layout", LAYOUTS.names()),
-    "data.crop": ("data.crop", sorted(preprocessing._CROPS)),
-    "data.rgba": ("data.rgba", sorted(preprocessing._RGBA)),
-    "data.normalize": ("data.normalize", sorted(preprocessing._NORMALIZE)),
+    "data.crop": ("data.crop", sorted(preprocessing.CROPS)),
+    "data.rgba": ("data.rgba", sorted(preprocessing.RGBA_MODES)),
+    "data.normalize": ("data.normalize", sorted(preprocessing.NORMALIZATIONS)),
     "optim.optimizer": ("optimizer", OPTIMIZERS.names()),
     "optim.scheduler": ("scheduler", SCHEDULERS.names()),
-    "loss.imbalance": ("loss.imbalance", sorted(set(LOSSES.names()) & set(SAMPLERS.names()))),
+    "loss.imbalance": ("loss.imbalance", IMBALANCE.names()),
 }
 #: string keys whose values are free text (paths, column names) or checked by validate()
 FREE_TEXT = {
@@ -560,9 +559,9 @@ FREE_TEXT = {
 
 
 def test_every_enumerated_string_key_is_checked_by_name() -> None:
-    # a new enumerated key must get an entry in the loader's table (and in NAMED above)
+    # a new enumerated key must name its source in the config schema (and get a row above)
     str_keys = {k for k, hint in flat_keys().items() if "str" in str(hint)}
-    assert str_keys - FREE_TEXT == set(NAMED) == set(NAMED_VALUES)
+    assert str_keys - FREE_TEXT == set(NAMED) == set(named_keys())
 
 
 def _typo(key: str) -> str:
@@ -633,12 +632,12 @@ def test_names_are_read_from_their_registries(
         load_space(path)
     monkeypatch.setitem(LAYOUTS._items, "parquet", LAYOUTS.get("kaggle"))
     assert load_space(path).fixed["data.layout"] == "parquet"
-    # an imbalance strategy needs both its criterion and its sampler
-    monkeypatch.setitem(LOSSES._items, "ohem", LOSSES.get("none"))
+    # one entry of the one imbalance registry: its criterion and its sampler together
     path.write_text(HEADER.lstrip() + f"fixed: {{loss.imbalance: ohem}}\nparams:\n{LR}")
     with pytest.raises(SpaceError, match=r"unknown loss.imbalance 'ohem'; valid: (?!.*ohem)"):
         load_space(path)
-    monkeypatch.setitem(SAMPLERS._items, "ohem", SAMPLERS.get("none"))
+    none = IMBALANCE.get("none")
+    monkeypatch.setitem(IMBALANCE._items, "ohem", Imbalance(none.criterion, none.sampler))
     assert load_space(path).fixed["loss.imbalance"] == "ohem"
 
 

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Preprocessing"]
 
-_CROPS = ("none", "silhouette")
-_RGBA = ("composite", "keep")
-_NORMALIZE: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+CROPS = ("none", "silhouette")
+RGBA_MODES = ("composite", "keep")
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     # (mean, std) for RGB; alpha (4th channel) always gets 0.5/0.5
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -41,12 +41,12 @@ class Preprocessing:
 
         if not isinstance(self.image_size, int) or self.image_size < 1:
             raise bad("image_size", "must be a positive integer")
-        if self.crop not in _CROPS:
-            raise bad("crop", f"valid: {', '.join(_CROPS)}")
-        if self.rgba not in _RGBA:
-            raise bad("rgba", f"valid: {', '.join(_RGBA)}")
-        if self.normalize not in _NORMALIZE:
-            raise bad("normalize", f"valid: {', '.join(_NORMALIZE)}")
+        if self.crop not in CROPS:
+            raise bad("crop", f"valid: {', '.join(CROPS)}")
+        if self.rgba not in RGBA_MODES:
+            raise bad("rgba", f"valid: {', '.join(RGBA_MODES)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise bad("normalize", f"valid: {', '.join(NORMALIZATIONS)}")
         if not 0 <= self.crop_pad < 1:
             raise bad("crop_pad", "must be in [0, 1)")
         bg = tuple(int(v) for v in self.background)
@@ -62,11 +62,11 @@ class Preprocessing:
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return _NORMALIZE[self.normalize][0] + (0.5,) * (self.channels - 3)
+        return NORMALIZATIONS[self.normalize][0] + (0.5,) * (self.channels - 3)
 
     @property
     def std(self) -> tuple[float, ...]:
-        return _NORMALIZE[self.normalize][1] + (0.5,) * (self.channels - 3)
+        return NORMALIZATIONS[self.normalize][1] + (0.5,) * (self.channels - 3)
 
     @property
     def fill(self) -> tuple[float, ...]:

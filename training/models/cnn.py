@@ -10,7 +10,7 @@ from training.models._registry import MODELS
 
 __all__ = ["CNN"]
 
-_POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 class CNN(Classifier):
@@ -29,8 +29,8 @@ class CNN(Classifier):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if pooling not in _POOLS:
-            raise ValueError(f"model.pooling: unknown {pooling!r}; valid: {', '.join(_POOLS)}")
+        if pooling not in POOLS:
+            raise ValueError(f"model.pooling: unknown {pooling!r}; valid: {', '.join(POOLS)}")
         if channels < 1 or kernel_size < 1:
             raise ValueError(
                 f"model.channels and model.kernel_size must be >= 1 (got {channels}, {kernel_size})"
@@ -44,7 +44,7 @@ class CNN(Classifier):
             ]
             if batchnorm:
                 block.append(nn.BatchNorm2d(out))
-            block += [nn.ReLU(inplace=True), _POOLS[pooling](2)]
+            block += [nn.ReLU(inplace=True), POOLS[pooling](2)]
             blocks.append(nn.Sequential(*block))
             width = out
         self.features = nn.Sequential(*blocks)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
-from training.config import ConfigError, TrainConfig, flat_keys
+from training.config import ConfigError, TrainConfig, flat_keys, unknown_name
 from training.metrics import METRIC_MODES as ALL_METRIC_MODES
-from training.registry import Registry
 from training.tasks import TASKS, preset_config
 from tuning.space._distributions import DISTRIBUTIONS
 from tuning.space._errors import Invalid, KeyPath, Locator
@@ -30,22 +28,6 @@ ASHA_DEFAULTS: dict[str, int] = {"grace_period": 1, "reduction_factor": 3}
 RESERVED = {
     "task": "the preset is chosen by the top-level `task:`",
     "optim.epochs": "the epoch budget is asha.max_epochs",
-}
-#: config keys whose values name one of a set the training code owns: key → the (module,
-#: attribute) pairs holding the valid names (a Registry, or a tuple/dict of names); a value
-#: must be in every one of them.  Imported on first use, so a new registry entry or a new
-#: preprocessing value is valid here without touching this table.
-NAMED_VALUES: dict[str, tuple[tuple[str, str], ...]] = {
-    "model.name": (("training.models", "MODELS"),),
-    "model.pooling": (("training.models.cnn", "_POOLS"),),
-    "data.layout": (("training.data", "LAYOUTS"),),  # the package: it registers cifar10
-    "data.crop": (("training.data._preprocessing", "_CROPS"),),
-    "data.rgba": (("training.data._preprocessing", "_RGBA"),),
-    "data.normalize": (("training.data._preprocessing", "_NORMALIZE"),),
-    "optim.optimizer": (("training.optim", "OPTIMIZERS"),),
-    "optim.scheduler": (("training.optim", "SCHEDULERS"),),
-    # the strategy picks both the criterion and the sampler
-    "loss.imbalance": (("training.losses", "LOSSES"), ("training.losses", "SAMPLERS")),
 }
 #: why no ``data.*`` key and no ``seed`` may be searched (``tuning/sweep.py``)
 SHARED_REASON = (
@@ -286,7 +268,7 @@ class _Parser:
 
     def _coerces(self, key: str, value: Any, base: TrainConfig, at: KeyPath) -> None:
         if isinstance(value, str):  # other types are refused by from_flat, with the type named
-            problem = _unknown_name(key, value)
+            problem = unknown_name(key, value)
             if problem is not None:
                 self.fail(at, problem)
         try:
@@ -319,7 +301,7 @@ class _Parser:
                     )
                 for i, value in enumerate(values):
                     if value not in possible:
-                        problem = _unknown_name(parent, value) if isinstance(value, str) else None
+                        problem = unknown_name(parent, value) if isinstance(value, str) else None
                         self.fail(
                             (*at, i),
                             f"{parent} can never be {value!r}; it takes {possible!r}"
@@ -365,29 +347,3 @@ def _scalar_type(hint: Any) -> Any:
     return hint
 
 
-def _unknown_name(key: str, value: str) -> str | None:
-    """What is wrong with ``value`` for a key of :data:`NAMED_VALUES`; None when it is valid."""
-    kind, valid = key, None  # the names every source holds
-    for module_name, attr in NAMED_VALUES.get(key, ()):
-        found = _valid_names(module_name, attr, key)
-        if found is not None:
-            kind = found[0] if valid is None else kind
-            valid = found[1] if valid is None else [n for n in valid if n in found[1]]
-    if valid is None or value in valid:
-        return None
-    return f"unknown {kind} {value!r}; valid: {', '.join(valid)}"
-
-
-def _valid_names(module_name: str, attr: str, key: str) -> tuple[str, list[str]] | None:
-    """(what the names are, the sorted names) held by ``module_name.attr``; None when that
-    module is not installed here."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None  # that part of the project is not installed here
-        raise
-    owner = getattr(module, attr)  # an AttributeError here is a stale NAMED_VALUES entry
-    if isinstance(owner, Registry):
-        return owner.kind, owner.names()
-    return key, sorted(str(name) for name in owner)
