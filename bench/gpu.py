@@ -133,7 +133,7 @@ def packing(
     cpus_per_trial: float,
 ) -> dict[str, Any]:
     """``trials`` identical trials at once, each holding ``gpus_per_trial`` of the GPU."""
-    from tuning.results import load_history
+    from tuning.results import Sweep
     from tuning.sweep import SweepOptions, run_sweep
 
     name = f"pack{trials}"
@@ -152,7 +152,7 @@ def packing(
                 max_failures=0,
             )
         )
-    hist = load_history(name, str(work / "runs"))
+    hist = Sweep.open(name, str(work / "runs")).history()
     groups = [g.sort_values("training_iteration") for _, g in hist.groupby("trial_id")]
     per_trial = [steady_images_per_s(g["train_images_per_s"].tolist()) for g in groups]
     # trials run side by side: the sweep's wall time outside the longest trial's epochs is

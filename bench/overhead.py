@@ -156,7 +156,7 @@ def _train_path(cfg: TrainConfig, root: Path, work: Path, n: int, *, use_gpu: bo
 def _tune_path(
     cfg: TrainConfig, root: Path, work: Path, n: int, *, gpus: float, cpus: float
 ) -> Measured:
-    from tuning.results import load_history
+    from tuning.results import Sweep
     from tuning.sweep import SweepOptions, run_sweep
 
     space = write_space(work / "fixed.yaml", fixed_space(cfg))
@@ -174,7 +174,7 @@ def _tune_path(
                 max_failures=0,
             )
         )
-    hist = load_history("overhead", str(work / "runs")).sort_values("training_iteration")
+    hist = Sweep.open("overhead", str(work / "runs")).history().sort_values("training_iteration")
     return _from_history("poketune tune (1 trial)", hist.to_dict("records"), t["s"], n)
 
 

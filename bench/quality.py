@@ -287,7 +287,7 @@ def _trial_count(name: str, storage: Path) -> int | None:
     try:
         from tuning import results
 
-        return len(results.load(name, str(storage)))
+        return len(results.Sweep.open(name, str(storage)).trials())
     except Exception:  # a count for the table only: never fail the arm over it
         return None
 

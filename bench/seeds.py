@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import BenchReport, Target, dataset, steady_images_per_s, stopwatch
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint, load_checkpoint
 from training.data import load_split
 from training.tasks import preset_config
 
@@ -40,8 +40,8 @@ SEEDS = (SeedRun("task1", 3709.7, 90.0), SeedRun("task2", 2345.5, 600.0))
 
 def train_cli(
     task: str, root: Path, out: Path, overrides: list[str]
-) -> tuple[float, dict[str, Any]]:
-    """Run ``poketune train`` in a fresh interpreter; (wall seconds, final checkpoint dict)."""
+) -> tuple[float, Checkpoint]:
+    """Run ``poketune train`` in a fresh interpreter; (wall seconds, its final checkpoint)."""
     cmd = [sys.executable, "-m", "tuning.cli", "train", "--task", task, "--data", str(root)]
     cmd += ["--out", str(out)]
     for item in overrides:

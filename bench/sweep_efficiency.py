@@ -13,7 +13,6 @@ with Tune's ``FIFOScheduler`` (every trial runs all epochs).
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import shutil
@@ -78,21 +77,6 @@ def space_doc(max_epochs: int) -> dict[str, Any]:
     }
 
 
-def _start_order(sweep_dir: Path) -> list[str]:
-    """Trial ids in the order Tune created them, which with one trial at a time is the order
-    they ran: the newest experiment_state file lists its trials that way.  (OptunaSearch's
-    trial ids are random, and the trial folders' files are rewritten later, so neither the
-    ids nor file times give the order.)"""
-    states = sorted(sweep_dir.glob("experiment_state-*.json"))
-    if not states:
-        raise FileNotFoundError(f"{sweep_dir}: no experiment_state-*.json (not a Tune run?)")
-    order = []
-    for item in json.loads(states[-1].read_text()).get("trial_data", []):
-        info = json.loads(item[0]) if isinstance(item, list) else item
-        order.append(str(info["trial_id"]))
-    return order
-
-
 def curve(history: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """Per epoch, in the order they ran: cumulative epochs, cumulative trial time and the
     best val_f1 so far."""
@@ -133,7 +117,7 @@ def _one_sweep(
     """One sweep in its own driver process (a multiprocessing child) on the parent's Ray."""
     import ray
 
-    from tuning.results import load_history
+    from tuning.results import Sweep
     from tuning.sweep import SweepOptions, run_sweep
 
     name = f"{strategy.label}-seed{seed}"
@@ -157,10 +141,12 @@ def _one_sweep(
             )
         )
     ray.shutdown()  # disconnect this driver; the cluster belongs to the parent
-    history = load_history(name, storage)
+    sweep = Sweep.open(name, storage)
     return {
-        "history": history.to_dict("records"),
-        "order": _start_order(Path(result.path)),
+        "history": sweep.history().to_dict("records"),
+        # the order Tune created the trials: with one at a time, the order they ran
+        # (OptunaSearch's trial ids are random, and file times are rewritten later)
+        "order": sweep.trials().sort_values("order")["trial_id"].tolist(),
         "wall_s": result.wall_time_s,
     }
 

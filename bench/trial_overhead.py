@@ -56,7 +56,7 @@ def _sweep_in_child(
     """One sweep as its own Ray driver (a child process): (wall seconds, history rows)."""
     import ray
 
-    from tuning.results import load_history
+    from tuning.results import Sweep
     from tuning.sweep import SweepOptions, run_sweep
 
     with stopwatch() as t:
@@ -76,7 +76,7 @@ def _sweep_in_child(
             )
         )
     ray.shutdown()
-    return t["s"], load_history(name, storage).to_dict("records")
+    return t["s"], Sweep.open(name, storage).history().to_dict("records")
 
 
 def sweep_overhead(

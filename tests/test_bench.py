@@ -16,7 +16,6 @@ from bench._common import BenchReport, Target, steady_images_per_s
 from bench.overhead import Measured, baseline
 from bench.sweep_efficiency import (
     _ratio,
-    _start_order,
     _summarise,
     curve,
     epochs_to_target,
@@ -165,22 +164,6 @@ def test_ratio_treats_never_reaching_the_target_explicitly() -> None:
     assert _ratio(rows(10, 40)) == pytest.approx(0.25)
     assert _ratio(rows(10, None)) == pytest.approx(10 / 90)  # bound: random's whole budget
     assert _ratio(rows(None, 40)) == float("inf")
-
-
-def test_trials_are_ordered_as_the_newest_experiment_state_lists_them(tmp_path: Path) -> None:
-    def state(name: str, ids: list[str]) -> None:
-        # Tune stores each trial as [its JSON state, run metadata]
-        trials = [[json.dumps({"trial_id": i, "status": "TERMINATED"}), "{}"] for i in ids]
-        (tmp_path / name).write_text(json.dumps({"trial_data": trials}))
-
-    state("experiment_state-2026-01-01_00-00-00.json", ["old"])
-    state("experiment_state-2026-01-02_00-00-00.json", ["zz", "aa", "mm"])
-    assert _start_order(tmp_path) == ["zz", "aa", "mm"]
-
-
-def test_trial_order_without_tune_state_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="experiment_state"):
-        _start_order(tmp_path)
 
 
 def test_data_benchmark_quick_writes_json(tmp_path: Path) -> None:

@@ -60,3 +60,21 @@ def test_the_checker_sees_imports_inside_functions() -> None:
 def test_training_does_not_import_tuning_or_bench(path: Path) -> None:
     bad = _upward(ast.parse(path.read_text(), filename=str(path)))
     assert not bad, f"{path.relative_to(REPO)} imports an upper layer: {'; '.join(bad)}"
+
+
+# Tune's and Optuna's own files and private state: read through ExperimentAnalysis and
+# optuna.load_study (tuning/results.py), never by hand (issue 15)
+_TUNE_PRIVATE = ("_ot_study", "experiment_state-", "result.json", "params.json", "error.txt")
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for d in UPPER for p in (REPO / d).rglob("*.py")),
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_nothing_reads_tunes_files_or_private_searcher_state(path: Path) -> None:
+    text = path.read_text()
+    # results.py names experiment_state-*.json in its error message (a glob, not a parse)
+    allowed = {"experiment_state-"} if path == REPO / "tuning" / "results.py" else set()
+    found = [s for s in _TUNE_PRIVATE if s in text and s not in allowed]
+    assert not found, f"{path.relative_to(REPO)} reads {found}: use tuning.results.Sweep"

@@ -1,5 +1,7 @@
-"""MLflow plumbing shared by export, retrain and submit: which tracking URI, whether it is
-there, which experiment.
+"""Everything poketune says to MLflow, in one place: which tracking URI and whether it is
+there, the experiment and registered-model names, the tag vocabulary, and the one way a
+model is logged (:func:`log_model`, used by ``export`` for a trial and by ``retrain`` for
+its ensemble alike).
 
 Tracking URIs: ``http(s)://host:port`` (a tracking server) or ``sqlite:///path/mlflow.db``
 (an embedded store; a bare ``*.db`` path works too). Experiments made in a SQLite store keep
@@ -16,27 +18,46 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training.errors import PoketuneError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
     from mlflow import MlflowClient
+
+    from training.data import Preprocessing
 
 __all__ = [
     "ARTIFACTS_DIR",
     "DEFAULT_DB",
+    "MEMBER_PREFIX",
+    "MODEL_ARTIFACT",
+    "PARENT_TAG",
     "MlflowUnreachableError",
+    "Tags",
     "artifact_location_for",
     "default_tracking_uri",
     "ensure_reachable",
+    "experiment_name",
     "get_or_create_experiment",
+    "log_model",
     "normalize_tracking_uri",
+    "registered_model_name",
     "sqlite_path",
     "tracking",
 ]
 
 DEFAULT_DB = "mlflow.db"
+#: the logged model's artifact path in its run (``runs:/ID/model``)
+MODEL_ARTIFACT = "model"
+#: the logged model's checkpoint artifacts are ``member_0``, ``member_1``, …
+MEMBER_PREFIX = "member_"
+PARENT_TAG = "mlflow.parentRunId"
+# MLflow's models-from-code entry for tuning.predict.EnsembleModel
+_PYFUNC_ENTRY = Path(__file__).with_name("_pyfunc_entry.py")
 ARTIFACTS_DIR = "mlartifacts"
 _SQLITE = "sqlite:///"
 _DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -182,3 +203,99 @@ def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
         # a deleted experiment still owns its name; bring it back rather than fail
         client.restore_experiment(exp.experiment_id)
     return str(exp.experiment_id)
+
+
+# ---------------------------------------------------------------------------------- names
+class Tags:
+    """Tag keys on poketune's runs and model versions (retrain, compare and submit look runs
+    up by them)."""
+
+    SWEEP = "sweep"  # sweep name, on the parent, every trial run and every retrain
+    STORAGE = "storage"  # the sweep's storage (folder or URI), on the parent
+    SWEEP_KEY = "poketune.sweep_key"  # hash of storage/name: the parent's identity
+    KIND = "poketune.kind"  # "sweep" | "trial" | "retrain"
+    TRIAL_ID = "trial_id"
+    STATUS = "status"  # tuning.results status: completed, stopped_asha, ...
+    ASHA_STOP_EPOCH = "asha_stop_epoch"  # only on trials ASHA stopped
+    TASK = "task"
+    DATA_HASH = "data_hash"
+    SEARCHED = "poketune.searched_params"  # comma-separated dotted keys the sweep searched
+    EPOCHS_LOGGED = "poketune.epochs_logged"  # metric steps 1..N are in the run
+    MODEL_EPOCHS = "poketune.model_epochs"  # trial epochs when its model was logged
+    CHECKPOINT_ARTIFACT = "poketune.checkpoint_artifact"  # artifact path of checkpoint.pt
+
+
+def experiment_name(task: str) -> str:
+    """The experiment a task's sweeps, retrains and comparisons go to by default."""
+    return f"poketune-{task}"
+
+
+def registered_model_name(task: str) -> str:
+    """The registered model a task's retrains become versions of by default."""
+    return f"poketune-{task}"
+
+
+# ---------------------------------------------------------------------------------- models
+def pip_requirements() -> list[str]:
+    """The installed versions of what the logged model needs to load."""
+    import importlib.metadata as md
+
+    pkgs = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "pillow", "pyyaml", "mlflow")
+    out = []
+    for p in pkgs:
+        try:
+            out.append(f"{p}=={md.version(p)}")
+        except md.PackageNotFoundError:
+            out.append(p)
+    return out
+
+
+def model_signature(prep: Preprocessing, num_classes: int) -> Any:
+    """Normalised float32 N×C×H×W in, class probabilities out, ``tta`` as a parameter."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    shape = (-1, prep.channels, prep.image_size, prep.image_size)
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), shape)]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
+        params=ParamSchema([ParamSpec("tta", "boolean", False)]),
+    )
+
+
+def log_model(
+    checkpoints: Sequence[Path],
+    *,
+    preprocessing: Preprocessing,
+    class_names: list[str],
+    example: np.ndarray,
+    registered_name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """Log inference ``checkpoints`` as ONE ``mlflow.pyfunc`` model (probabilities averaged
+    over them: :class:`tuning.predict.EnsembleModel`) to the active run, under
+    :data:`MODEL_ARTIFACT`; registered as a new version of ``registered_name`` if given.
+
+    Models from code: MLflow runs ``_pyfunc_entry.py`` at load time, so nothing is unpickled
+    (the loading environment needs ``training``/``tuning`` importable). Returns MLflow's
+    ``ModelInfo``.
+    """
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=str(_PYFUNC_ENTRY),
+        artifacts={f"{MEMBER_PREFIX}{i}": str(p) for i, p in enumerate(checkpoints)},
+        signature=model_signature(preprocessing, len(class_names)),
+        input_example=example,
+        registered_model_name=registered_name,
+        pip_requirements=pip_requirements(),
+        metadata={
+            "class_names": list(class_names),
+            "preprocessing": preprocessing.to_dict(),
+            "members": len(checkpoints),
+            "input": "normalised float32 N×C×H×W (uint8 images: unwrap_python_model())",
+            **(metadata or {}),
+        },
+    )

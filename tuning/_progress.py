@@ -73,7 +73,7 @@ class ProgressPrinter(tune.Callback):
         self._out(f"[{self._elapsed()}] trial {self._num(trial):>3} {trial.trial_id} {how}")
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._out(f"[{self._elapsed()}] trial {self._num(trial):>3} {trial.trial_id} ERROR (see {trial.path}/error.txt)")
+        self._out(f"[{self._elapsed()}] trial {self._num(trial):>3} {trial.trial_id} ERROR (see {trial.error_file or trial.path})")
 
     def _elapsed(self) -> str:
         s = int(time.monotonic() - self.t0)

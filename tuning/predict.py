@@ -29,7 +29,8 @@ from training.data import ImageSet, Preprocessing, load_split
 from training.errors import PoketuneError
 from training.evaluation import default_device
 from training.loop import predict_proba
-from tuning.resolve import MEMBER_PREFIX, ModelURIError, as_checkpoint_file, resolve
+from tuning._mlflow import MEMBER_PREFIX
+from tuning.resolve import ModelURIError, as_checkpoint_file, resolve
 
 __all__ = [
     "MEMBER_PREFIX",

@@ -22,9 +22,9 @@ from typing import Any
 
 from training.checkpoint import CHECKPOINT_FILE, Checkpoint
 from training.errors import PoketuneError
+from tuning._mlflow import MEMBER_PREFIX, PARENT_TAG, Tags
 
 __all__ = [
-    "MEMBER_PREFIX",
     "ModelURIError",
     "ResolvedCheckpoint",
     "checkpoint_files",
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 #: artifact keys of the pyfunc model's members: member_0, member_1, ...
-MEMBER_PREFIX = "member_"
 _MLMODEL = "MLmodel"
 
 
@@ -151,19 +150,19 @@ def _from_sweep(spec: str, storage: str | None) -> ResolvedCheckpoint:
 
     storage = storage or default_storage()
     name, _, trial = spec.removeprefix("sweep:").partition("/")
-    frame = results.load(name, storage)
+    sweep = results.Sweep.open(name, storage)
+    frame = sweep.trials()
     usable = frame[frame["checkpoint"].notna()] if not frame.empty else frame
     if trial:
         usable = usable[usable["trial_id"].astype(str) == trial]
     if usable.empty:
         which = f"trial {trial!r}" if trial else "any trial"
         raise ModelURIError(f"{spec!r}: sweep {name!r} has no checkpoint for {which}")
-    row = usable.iloc[0]  # results.load sorts the best trial first
+    row = usable.iloc[0]  # Sweep.trials sorts the best trial first
     ckpt = str(row["checkpoint"])
     local = local_copy(ckpt) if is_remote(ckpt) else Path(ckpt)
-    meta = results.open_sweep(name, storage).meta
     return ResolvedCheckpoint(
-        Checkpoint.load(local), ckpt, f"{name}/{row['trial_id']}", data_dir=meta.get("data")
+        Checkpoint.load(local), ckpt, f"{name}/{row['trial_id']}", data_dir=sweep.meta.data
     )
 
 
@@ -202,7 +201,6 @@ def _from_run(spec: str, mlflow_uri: str | None) -> ResolvedCheckpoint:
 
 def _checkpoint_artifact(client: Any, run_id: str, tags: dict[str, str]) -> str:
     """The tag ``poketune export`` sets, else the shallowest ``checkpoint.pt`` artifact."""
-    from tuning.export import Tags
 
     if tags.get(Tags.CHECKPOINT_ARTIFACT):
         return tags[Tags.CHECKPOINT_ARTIFACT]
@@ -220,7 +218,6 @@ def _checkpoint_artifact(client: Any, run_id: str, tags: dict[str, str]) -> str:
 def _sweep_data(client: Any, run: Any) -> str | None:
     """An exported trial's data folder, from its sweep's metadata (when still reachable)."""
     from tuning import results
-    from tuning.export import PARENT_TAG, Tags
 
     tags = run.data.tags
     parent_id = tags.get(PARENT_TAG)
@@ -228,7 +225,7 @@ def _sweep_data(client: Any, run: Any) -> str | None:
         return None
     try:
         storage = client.get_run(parent_id).data.tags.get(Tags.STORAGE)
-        return str(results.open_sweep(tags[Tags.SWEEP], storage).meta.get("data")) if storage else None
+        return results.Sweep.open(tags[Tags.SWEEP], storage).meta.data if storage else None
     except (OSError, ValueError, KeyError):  # the sweep folder is gone or elsewhere: use --data
         return None
 

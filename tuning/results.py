@@ -1,214 +1,337 @@
-"""A sweep's results as pandas DataFrames — while it runs, after it ends, or copied from a
-cluster's storage.
+"""A sweep's record: what it was (its metadata and space), what its trials did, and what its
+searcher learned — read through Ray Tune's and Optuna's own APIs.
 
-``load(name, storage)`` gives one row per trial; ``load_history(name, storage)`` one row per
-trial epoch; ``load_study`` the Optuna study the searcher built (for parameter importance).
+``Sweep.open(name, storage)`` locates the sweep (one sync when the storage is remote), then:
+
+* ``.meta`` — the :class:`SweepMeta` the sweep wrote once when it started;
+* ``.trials()`` — one row per trial (status, best/last metric, best epoch, parameters, …),
+  best first, from Tune's :class:`~ray.tune.ExperimentAnalysis`;
+* ``.history()`` — one row per trial epoch;
+* ``.best_trial()`` — the best row with a score;
+* ``.trial_config(id)`` — the :class:`TrainConfig` the trial trained with, rebuilt from the
+  config Tune handed it by the same function the trial used;
+* ``.study()`` — the Optuna study, loaded from the journal storage the searcher wrote.
+
+A missing or unreadable Tune experiment state is a :class:`SweepStateError` naming the file:
+statuses are never guessed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from training.config import TrainConfig
 from training.errors import PoketuneError
 from tuning.budget import Ledger
 from tuning.space import SearchSpace, load_space
-from tuning.storage import SWEEP_META, SWEEP_SPACE, local_copy, sweep_uri
+from tuning.storage import SWEEP_META, SWEEP_SPACE, local_copy, sweep_uri, write_text
 
 __all__ = [
+    "STATUSES",
+    "STUDY_FILE",
+    "STUDY_NAME",
     "Sweep",
+    "SweepMeta",
     "SweepNotFoundError",
+    "SweepStateError",
     "filter_frame",
-    "load",
-    "load_history",
-    "load_study",
-    "open_sweep",
+    "optuna_storage",
     "param_importance",
 ]
 
 #: trial statuses in the results frame
 STATUSES = ("completed", "stopped_asha", "stopped_budget", "early_stopped", "errored", "running", "pending")
+#: the Optuna journal the sweep's searcher writes (Optuna's own file storage), in the sweep folder
+STUDY_FILE = "optuna_study.journal"
+STUDY_NAME = "poketune"
+#: what ``history()`` keeps of each reported row, in this order
+HISTORY_COLUMNS = (
+    "trial_id", "epoch", "training_iteration", "train_loss", "val_loss", "val_f1", "val_acc",
+    "lr", "epoch_time_s", "train_images_per_s", "phase", "early_stopped", "features",
+    "feature_extract_s", "time_total_s", "timestamp", "node_id",
+)  # fmt: skip
 
 
 class SweepNotFoundError(PoketuneError, FileNotFoundError):
     pass
 
 
+class SweepStateError(PoketuneError, ValueError):
+    """Tune's record of a sweep is missing or unreadable (the message names the file)."""
+
+
+# ---------------------------------------------------------------------------------- metadata
+@dataclass(frozen=True)
+class SweepMeta:
+    """What a sweep was, written once into its folder when it starts (``poketune_sweep.json``)."""
+
+    name: str
+    space_file: str
+    data: str
+    data_hash: str
+    class_names: list[str]
+    task: str
+    metric: str
+    mode: str
+    max_epochs: int
+    created: str
+    #: the sweep's command-line options (samples, budget, resources, seed, cache_dir, …)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: ``--set`` values: part of every trial's config
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: the sweep-level values every trial's config carries next to the sampled ones
+    #: (``seed``, ``num_threads`` and the overrides)
+    constants: dict[str, Any] = field(default_factory=dict)
+    #: the Optuna study's name in :data:`STUDY_FILE`
+    study_name: str = STUDY_NAME
+
+    def write(self, uri: str) -> None:
+        """Write to the sweep folder ``uri`` (a path or a storage URI)."""
+        write_text(f"{uri}/{SWEEP_META}", json.dumps(dataclasses.asdict(self), indent=2, default=str))
+
+    @classmethod
+    def read(cls, file: Path) -> SweepMeta:
+        try:
+            doc = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SweepStateError(f"{file}: unreadable sweep metadata ({exc})") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in doc.items() if k in known})
+        except TypeError as exc:  # a key this version needs is not there
+            raise SweepStateError(f"{file}: not a poketune sweep's metadata ({exc})") from None
+
+
+def optuna_storage(file: str | Path) -> Any:
+    """Optuna's journal file storage at ``file``: the searcher writes the study there as it
+    asks and tells, and :meth:`Sweep.study` loads it back with ``optuna.load_study``."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(file)))
+
+
+# ---------------------------------------------------------------------------------- the record
 @dataclass
 class Sweep:
     name: str
     path: Path  # local folder (a synced copy for remote storage)
-    meta: dict[str, Any]
+    meta: SweepMeta
     space: SearchSpace
+    storage: str
+
+    @classmethod
+    def open(cls, name: str, storage: str) -> Sweep:
+        """Locate sweep ``name`` under ``storage`` (a folder or a URI); remote storage is
+        synced once, here."""
+        try:
+            path = local_copy(sweep_uri(storage, name))
+        except (FileNotFoundError, OSError) as exc:
+            raise SweepNotFoundError(f"no sweep named {name!r} under {storage} ({exc})") from None
+        meta_file = path / SWEEP_META
+        if not meta_file.is_file():
+            root = path.parent
+            known = sorted(p.name for p in root.glob("*") if (p / SWEEP_META).is_file()) if root.is_dir() else []
+            raise SweepNotFoundError(
+                f"no sweep named {name!r} under {storage}; sweeps there: {', '.join(known) or 'none'}"
+            )
+        meta = SweepMeta.read(meta_file)
+        return cls(name=name, path=path, meta=meta, space=load_space(path / SWEEP_SPACE), storage=storage)
 
     @property
     def max_epochs(self) -> int:
-        return int(self.meta["max_epochs"])
+        return self.meta.max_epochs
 
+    @property
+    def metric(self) -> str:
+        return self.space.metric
 
-def open_sweep(name: str, storage: str) -> Sweep:
-    """Locate a sweep by name under ``storage`` (a folder or a URI)."""
-    try:
-        path = local_copy(sweep_uri(storage, name))
-    except (FileNotFoundError, OSError) as exc:
-        raise SweepNotFoundError(f"no sweep named {name!r} under {storage} ({exc})") from None
-    meta_file = path / SWEEP_META
-    if not meta_file.is_file():
-        root = path.parent
-        known = sorted(p.name for p in root.glob("*") if (p / SWEEP_META).is_file()) if root.is_dir() else []
-        raise SweepNotFoundError(
-            f"no sweep named {name!r} under {storage}; sweeps there: {', '.join(known) or 'none'}"
-        )
-    meta = json.loads(meta_file.read_text())
-    return Sweep(name=name, path=path, meta=meta, space=load_space(path / SWEEP_SPACE))
+    @functools.cached_property
+    def ledger(self) -> Ledger:
+        """The budget's record: which trial was the preset, which the deadline stopped."""
+        return Ledger.read(str(self.path))
 
+    @functools.cached_property
+    def analysis(self) -> Any:
+        """Tune's :class:`~ray.tune.ExperimentAnalysis` of this sweep (read once)."""
+        from ray.tune import ExperimentAnalysis
 
-def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    f = trial_dir / "result.json"
-    if not f.is_file():
-        return []
-    rows = []
-    for line in f.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line being written right now
-                break
-    return rows
-
-
-def _trial_states(sweep: Sweep) -> dict[str, dict[str, Any]]:
-    """trial_id → {status, error} from Tune's experiment state (newest file wins)."""
-    states: dict[str, dict[str, Any]] = {}
-    files = sorted(sweep.path.glob("experiment_state-*.json"))
-    if not files:
-        return states
-    try:
-        data = json.loads(files[-1].read_text())
-    except json.JSONDecodeError:
-        return states
-    for item in data.get("trial_data", []):
+        states = sorted(self.path.glob("experiment_state-*.json"))
+        if not states:
+            raise SweepStateError(
+                f"{self.path}: no Tune experiment state (experiment_state-*.json): the sweep "
+                f"has not started a trial yet, or its folder is incomplete"
+            )
         try:
-            info = json.loads(item[0]) if isinstance(item, list) else item
-        except (TypeError, json.JSONDecodeError):
-            continue
-        tid = info.get("trial_id")
-        if tid:
-            states[tid] = {"status": info.get("status"), "error": info.get("error_filename")}
-    return states
+            return ExperimentAnalysis(
+                str(self.path.resolve()), default_metric=self.space.metric, default_mode=self.space.mode
+            )
+        except Exception as exc:  # Tune raises whatever its decoder does on a damaged file
+            raise SweepStateError(
+                f"{states[-1]}: unreadable Tune experiment state ({type(exc).__name__}: {exc}); "
+                f"the sweep's trial statuses cannot be known without it"
+            ) from None
+
+    def _trials_by_id(self) -> dict[str, Any]:
+        return {str(t.trial_id): t for t in self.analysis.trials}
+
+    def _frame_of(self, trial_id: str) -> pd.DataFrame:
+        df = self.analysis.trial_dataframes.get(trial_id)
+        return df if df is not None else pd.DataFrame()
+
+    # -------------------------------------------------------------- trials
+    def trials(self) -> pd.DataFrame:
+        """One row per trial: id, status, stop epoch, the preset flag, best/last metric, best
+        epoch, epochs, time, the searched parameters, error, checkpoint and folder; best first.
+        ``order`` is the order Tune created the trials (with one at a time, the order they ran)."""
+        metric, maximize = self.space.metric, self.space.mode == "max"
+        ledger = self.ledger
+        rows = []
+        for order, trial in enumerate(self.analysis.trials):
+            tid = str(trial.trial_id)
+            df = self._frame_of(tid)
+            epochs = _epochs(df)
+            status = _status(str(trial.status), epochs, self.max_epochs, _early_stopped(df))
+            if status == "stopped_asha" and tid in ledger.budget_stopped:
+                status = "stopped_budget"  # the deadline, not ASHA, ended it
+            scored = df[df[metric].notna()] if metric in df else df.iloc[0:0]
+            values = scored[metric].to_numpy(dtype=float) if len(scored) else np.array([])
+            best_at = (int(np.argmax(values)) if maximize else int(np.argmin(values))) if len(values) else None
+            error = trial.get_error() if str(trial.status) == "ERROR" else None
+            checkpoint = trial.checkpoint
+            row: dict[str, Any] = {
+                "trial_id": tid,
+                "order": order,
+                "status": status,
+                "stop_epoch": int(epochs[-1]) if status in ("stopped_asha", "stopped_budget") else pd.NA,
+                "preset": tid == ledger.preset_trial,
+                f"best_{metric}": float(values[best_at]) if best_at is not None else np.nan,
+                f"last_{metric}": float(values[-1]) if len(values) else np.nan,
+                "best_epoch": int(_epochs(scored)[best_at]) if best_at is not None else None,
+                "epochs": int(epochs[-1]) if len(epochs) else 0,
+                "time_s": float(df["time_total_s"].iloc[-1]) if "time_total_s" in df and len(df) else 0.0,
+            }
+            row.update(self.space.active_values(trial.config or {}))
+            row["error"] = _last_line(error) if error else None
+            row["checkpoint"] = _checkpoint_here(trial, checkpoint) or _reported_checkpoint(df)
+            row["trial_dir"] = str(trial.path)
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return frame
+        frame["stop_epoch"] = frame["stop_epoch"].astype("Int64")
+        tail = ["error", "checkpoint", "trial_dir"]
+        params = [p for p in self.space.params if p in frame.columns]
+        front = [c for c in frame.columns if c not in tail and c not in params]
+        frame = frame[front + params + tail]
+        return frame.sort_values(f"best_{metric}", ascending=not maximize, na_position="last", kind="stable").reset_index(
+            drop=True
+        )
+
+    def best_trial(self) -> pd.Series:
+        """The best trial with a score (a :meth:`trials` row)."""
+        frame = self.trials()
+        col = f"best_{self.space.metric}"
+        scored = frame[frame[col].notna()] if not frame.empty else frame
+        if scored.empty:
+            raise SweepStateError(f"sweep {self.name!r} has no trial with a {self.space.metric} result yet")
+        return scored.iloc[0]
+
+    def history(self) -> pd.DataFrame:
+        """One row per (trial, epoch) with every reported metric, trials in creation order."""
+        frames = []
+        for trial in self.analysis.trials:
+            df = self._frame_of(str(trial.trial_id))
+            if df.empty:
+                continue
+            if "trial_id" not in df:
+                df = df.assign(trial_id=str(trial.trial_id))
+            frames.append(df[[c for c in HISTORY_COLUMNS if c in df.columns]])
+        if not frames:
+            return pd.DataFrame(columns=["trial_id", "epoch"])
+        return pd.concat(frames, ignore_index=True)
+
+    def trial_config(self, trial_id: str) -> TrainConfig:
+        """The config trial ``trial_id`` trained with: Tune's record of the config it handed
+        the trial (sampled values and the sweep's constants), through the space's
+        :meth:`~tuning.space.SearchSpace.trial_config` — the function the trial itself called."""
+        trials = self._trials_by_id()
+        if str(trial_id) not in trials:
+            raise SweepStateError(
+                f"sweep {self.name!r} has no trial {trial_id!r}; trials: {', '.join(trials) or 'none'}"
+            )
+        return self.space.trial_config(dict(trials[str(trial_id)].config or {}))
+
+    # -------------------------------------------------------------- the searcher
+    def study(self) -> Any:
+        """The Optuna study the sweep's searcher built, from its journal storage."""
+        import optuna
+
+        file = self.path / STUDY_FILE
+        if not file.is_file():
+            raise SweepStateError(f"{file}: no Optuna journal (a sweep started before poketune recorded one?)")
+        return optuna.load_study(study_name=self.meta.study_name, storage=optuna_storage(file))
 
 
-def _latest_checkpoint(trial_dir: Path, last: dict[str, Any]) -> str | None:
-    if last.get("checkpoint_path"):
-        return str(last["checkpoint_path"])
-    ckpts = sorted(trial_dir.glob("checkpoint_*"))
-    return str(ckpts[-1]) if ckpts else None
+def _epochs(df: pd.DataFrame) -> np.ndarray:
+    """fit's own epoch count; Tune's training_iteration restarts when a TorchTrainer-driven
+    trial is retried (its run resumes from the checkpoint, Tune's counter does not)."""
+    for col in ("epoch", "training_iteration"):
+        if col in df:
+            return df[col].fillna(0).to_numpy(dtype=int)
+    return np.zeros(len(df), dtype=int)
 
 
-def _status(tune_status: str | None, rows: list[dict[str, Any]], max_epochs: int, errored: bool) -> str:
-    if errored or tune_status == "ERROR":
+def _early_stopped(df: pd.DataFrame) -> bool:
+    return bool("early_stopped" in df and len(df) and df["early_stopped"].fillna(False).iloc[-1])
+
+
+def _status(tune_status: str, epochs: np.ndarray, max_epochs: int, early_stopped: bool) -> str:
+    if tune_status == "ERROR":
         return "errored"
-    if tune_status in ("RUNNING", "PENDING", "PAUSED") or (tune_status is None and rows):
-        return "running" if rows else "pending"
-    if not rows:
+    if tune_status in ("RUNNING", "PENDING", "PAUSED"):
+        return "running" if len(epochs) else "pending"
+    if not len(epochs):
         return "pending"
-    last = rows[-1]
-    if last.get("early_stopped"):
+    if early_stopped:
         return "early_stopped"
-    if _epoch(last) >= max_epochs:
+    if epochs[-1] >= max_epochs:
         return "completed"
     return "stopped_asha"
 
 
-def _epoch(row: dict[str, Any]) -> int:
-    """fit's own epoch count; Tune's training_iteration restarts when a TorchTrainer-driven
-    trial is retried (its run resumes from the checkpoint, Tune's counter does not)."""
-    return int(row.get("epoch", row.get("training_iteration", 0)))
+def _checkpoint_here(trial: Any, checkpoint: Any) -> str | None:
+    """The trial's latest checkpoint in this copy of the sweep (Tune records the path it was
+    written to: on the cluster's storage, or before the folder was moved), else as recorded."""
+    if checkpoint is None:
+        return None
+    here = Path(trial.path) / Path(checkpoint.path).name
+    return str(here) if here.exists() else str(checkpoint.path)
 
 
-def _trial_dirs(sweep: Sweep) -> list[Path]:
-    return sorted(p for p in sweep.path.iterdir() if p.is_dir() and (p / "params.json").is_file())
+def _reported_checkpoint(df: pd.DataFrame) -> str | None:
+    """A data-parallel trial keeps its checkpoints in its TorchTrainer run, not as Tune
+    checkpoints: Ray's ``TuneReportCallback`` reports the path with each result."""
+    if "checkpoint_path" not in df:
+        return None
+    paths = df["checkpoint_path"].dropna()
+    return str(paths.iloc[-1]) if len(paths) else None
 
 
-def load(name: str, storage: str) -> pd.DataFrame:
-    """One row per trial: id, status, stop epoch, parameters, best/last metric, epochs, time."""
-    sweep = open_sweep(name, storage)
-    states = _trial_states(sweep)
-    ledger = Ledger.read(str(sweep.path))
-    metric = sweep.space.metric
-    maximize = sweep.space.mode == "max"
-    rows = []
-    for d in _trial_dirs(sweep):
-        params = json.loads((d / "params.json").read_text())
-        results = _read_results(d)
-        tid = results[-1].get("trial_id") if results else d.name
-        state = states.get(str(tid), {})
-        errored = (d / "error.txt").is_file() and state.get("status") != "TERMINATED"
-        status = _status(state.get("status"), results, sweep.max_epochs, errored)
-        if status == "stopped_asha" and str(tid) in ledger.budget_stopped:
-            status = "stopped_budget"  # the deadline, not ASHA, ended it
-        scored = [r for r in results if r.get(metric) is not None]
-        values = [r[metric] for r in scored]
-        best = (max if maximize else min)(values) if values else np.nan
-        best_at = int(np.argmax(values) if maximize else np.argmin(values)) if values else None
-        row: dict[str, Any] = {
-            "trial_id": tid,
-            "status": status,
-            "stop_epoch": _epoch(results[-1]) if status in ("stopped_asha", "stopped_budget") else pd.NA,
-            "preset": str(tid) == ledger.preset_trial,
-            f"best_{metric}": best,
-            f"last_{metric}": values[-1] if values else np.nan,
-            "best_epoch": _epoch(scored[best_at]) if best_at is not None else None,
-            "epochs": _epoch(results[-1]) if results else 0,
-            "time_s": float(results[-1].get("time_total_s", 0.0)) if results else 0.0,
-        }
-        row.update(sweep.space.active_values(params))
-        row["checkpoint"] = _latest_checkpoint(d, results[-1] if results else {})
-        row["error"] = (d / "error.txt").read_text().strip().splitlines()[-1] if errored else None
-        row["trial_dir"] = str(d)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame["stop_epoch"] = frame["stop_epoch"].astype("Int64")
-    tail = ["error", "checkpoint", "trial_dir"]
-    params = [p for p in sweep.space.params if p in frame.columns]
-    front = [c for c in frame.columns if c not in tail and c not in params]
-    frame = frame[front + params + tail]
-    return frame.sort_values(f"best_{metric}", ascending=not maximize, na_position="last").reset_index(
-        drop=True
-    )
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else text.strip()
 
 
-def load_history(name: str, storage: str) -> pd.DataFrame:
-    """One row per (trial, epoch) with every reported metric."""
-    sweep = open_sweep(name, storage)
-    frames = []
-    for d in _trial_dirs(sweep):
-        results = _read_results(d)
-        if not results:
-            continue
-        df = pd.DataFrame(results)
-        if "trial_id" not in df:
-            df.insert(0, "trial_id", d.name)
-        frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=["trial_id", "epoch"])
-    keep = [
-        "trial_id", "epoch", "training_iteration", "train_loss", "val_loss", "val_f1", "val_acc",
-        "lr", "epoch_time_s", "train_images_per_s", "phase", "early_stopped", "features", "feature_extract_s",
-        "time_total_s", "timestamp", "node_id",
-    ]
-    out = pd.concat(frames, ignore_index=True)
-    return out[[c for c in keep if c in out.columns]]
-
-
+# ---------------------------------------------------------------------------------- frames
 def filter_frame(
     frame: pd.DataFrame, *, where: str | None = None, sort: str | None = None,
     top: int | None = None, ascending: bool = False,
@@ -229,22 +352,13 @@ def filter_frame(
     return out.reset_index(drop=True)
 
 
-def load_study(name: str, storage: str) -> Any:
-    """The Optuna study Tune's OptunaSearch built, restored from the sweep's searcher state."""
-    from ray.tune.search.optuna import OptunaSearch
-
-    sweep = open_sweep(name, storage)
-    searcher = OptunaSearch()
-    searcher.restore_from_dir(str(sweep.path))
-    return searcher._ot_study  # Ray keeps the study private; importance needs the real one
-
-
-def param_importance(name: str, storage: str) -> pd.DataFrame:
+def param_importance(sweep: Sweep) -> pd.DataFrame:
+    """Optuna's parameter importances over the sweep's finished trials."""
     import optuna
 
-    study = load_study(name, storage)
+    study = sweep.study()
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(done) < 2:
-        raise ValueError(f"sweep {name!r}: parameter importance needs >= 2 finished trials, has {len(done)}")
+        raise ValueError(f"sweep {sweep.name!r}: parameter importance needs >= 2 finished trials, has {len(done)}")
     imp = optuna.importance.get_param_importances(study)
     return pd.DataFrame({"param": list(imp), "importance": list(imp.values())})

@@ -1,7 +1,7 @@
 """Retrain a sweep's best (or a chosen) trial on train+val and register it in MLflow.
 
-The trial's exact config (from its checkpoint, else rebuilt from its sampled parameters)
-trains on every labelled image for the trial's best epoch count through Ray Train's
+The trial's exact config (:meth:`tuning.results.Sweep.trial_config`: the config Tune handed
+the trial, rebuilt by the function the trial used) trains on every labelled image for the trial's best epoch count through Ray Train's
 ``TorchTrainer``, once per seed. The K seeds become ONE ``mlflow.pyfunc`` model
 (:class:`tuning.predict.EnsembleModel`, probabilities averaged) registered as a new version
 of ``poketune-<task>``.
@@ -24,28 +24,22 @@ import torch
 
 from training.checkpoint import Checkpoint
 from training.config import ConfigError, TrainConfig
-from training.data import Preprocessing, normalize_batch
+from training.data import normalize_batch
 from training.engine import PreparedData, prepare_data
 from training.ray_session import cpus_per_worker, node_cpus, torch_threads
-from tuning import results
-from tuning.resolve import MEMBER_PREFIX
+from tuning.results import Sweep
 from tuning.storage import is_remote, sweep_uri
 
 __all__ = [
     "RetrainResult",
     "SourceTrial",
-    "default_registered_name",
     "retrain",
     "retrain_config",
     "select_trial",
 ]
 
 Epochs = Literal["best"] | int
-# MLflow's models-from-code entry for tuning.predict.EnsembleModel
-_PYFUNC_ENTRY = Path(__file__).with_name("_pyfunc_entry.py")
 _FAILED = ("errored",)
-# sweep-level constants a trial's params.json carries next to the sampled values
-_TRIAL_CONSTANTS = ("seed", "num_threads")
 
 
 @dataclass
@@ -57,8 +51,7 @@ class SourceTrial:
     metric: str
     best_value: float
     best_epoch: int
-    config: TrainConfig
-    config_from: str  # "checkpoint" | "params"
+    config: TrainConfig  # the config the trial trained with (Sweep.trial_config)
 
 
 @dataclass
@@ -94,51 +87,28 @@ class RetrainResult:
         return f"models:/{self.registered_name}/{self.version}"
 
 
-def default_registered_name(task: str) -> str:
-    return f"poketune-{task}"
-
-
 # ---------------------------------------------------------------------------------- the trial
-def _trial_config_from_params(sweep: results.Sweep, trial_dir: str) -> TrainConfig:
-    params = json.loads((Path(trial_dir) / "params.json").read_text())
-    consts = {k: params.pop(k) for k in _TRIAL_CONSTANTS if k in params}
-    cfg = sweep.space.trial_config(params)
-    return cfg.replace(**consts) if consts else cfg
-
-
-def _trial_config(sweep: results.Sweep, row: pd.Series) -> tuple[TrainConfig, str]:
-    """The config the trial really trained with: its checkpoint's, else rebuilt from params
-    (a trial that never checkpointed; a checkpoint that cannot be read is an error: retraining
-    a config other than the one that scored would be silently wrong)."""
-    ckpt = row.get("checkpoint")
-    if isinstance(ckpt, str) and not is_remote(ckpt) and Path(ckpt).exists():
-        return Checkpoint.load(ckpt).config, "checkpoint"
-    return _trial_config_from_params(sweep, str(row["trial_dir"])), "params"
-
-
 def _usable(frame: pd.DataFrame, col: str) -> pd.DataFrame:
     """Trials that finished with a score and a best epoch: the ones a retrain can copy."""
     return frame[~frame["status"].isin(_FAILED) & frame[col].notna() & frame["best_epoch"].notna()]
 
 
-def _source(name: str, sweep: results.Sweep, row: pd.Series) -> SourceTrial:
+def _source(sweep: Sweep, row: pd.Series) -> SourceTrial:
     metric = sweep.space.metric
-    cfg, origin = _trial_config(sweep, row)
     return SourceTrial(
-        sweep=name,
+        sweep=sweep.name,
         trial_id=str(row["trial_id"]),
         metric=metric,
         best_value=float(row[f"best_{metric}"]),
         best_epoch=int(row["best_epoch"]),
-        config=cfg,
-        config_from=origin,
+        config=sweep.trial_config(str(row["trial_id"])),
     )
 
 
-def select_trial(name: str, storage: str, trial: str | None = None) -> SourceTrial:
-    """The best finished trial of sweep ``name`` (by the sweep's metric), or trial ``trial``."""
-    sweep = results.open_sweep(name, storage)
-    frame = results.load(name, storage)
+def select_trial(sweep: Sweep, trial: str | None = None) -> SourceTrial:
+    """The best finished trial of ``sweep`` (by the sweep's metric), or trial ``trial``."""
+    name = sweep.name
+    frame = sweep.trials()
     metric = sweep.space.metric
     col = f"best_{metric}"
     if frame.empty:
@@ -164,16 +134,16 @@ def select_trial(name: str, storage: str, trial: str | None = None) -> SourceTri
             )
         ascending = sweep.space.mode == "min"
         row = usable.sort_values(col, ascending=ascending, kind="stable").iloc[0]
-    return _source(name, sweep, row)
+    return _source(sweep, row)
 
 
-def select_trials(name: str, storage: str, top: int) -> list[SourceTrial]:
-    """The ``top`` best finished trials of sweep ``name`` with distinct configs (the searched
+def select_trials(sweep: Sweep, top: int) -> list[SourceTrial]:
+    """The ``top`` best finished trials of ``sweep`` with distinct configs (the searched
     values a trial really had; a config sampled twice counts once, at its better score)."""
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
-    sweep = results.open_sweep(name, storage)
-    frame = results.load(name, storage)  # sorted best first
+    name = sweep.name
+    frame = sweep.trials()  # sorted best first
     usable = _usable(frame, f"best_{sweep.space.metric}")
     params = [p for p in sweep.space.params if p in usable.columns]
     seen: set[str] = set()
@@ -189,7 +159,7 @@ def select_trials(name: str, storage: str, top: int) -> list[SourceTrial]:
         raise ConfigError(
             f"--top {top}: sweep {name!r} has only {len(picked)} finished trial(s) with distinct configs"
         )
-    return [_source(name, sweep, row) for row in picked]
+    return [_source(sweep, row) for row in picked]
 
 
 def retrain_config(source: SourceTrial, *, epochs: int, seed: int, num_threads: int) -> TrainConfig:
@@ -267,31 +237,6 @@ def _cpus_per_worker(workers: int) -> float:
 
 
 # ---------------------------------------------------------------------------------- MLflow
-def _pip_requirements() -> list[str]:
-    import importlib.metadata as md
-
-    pkgs = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "pillow", "pyyaml", "mlflow")
-    out = []
-    for p in pkgs:
-        try:
-            out.append(f"{p}=={md.version(p)}")
-        except md.PackageNotFoundError:
-            out.append(p)
-    return out
-
-
-def _signature(prep: Preprocessing, num_classes: int) -> Any:
-    from mlflow.models import ModelSignature
-    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
-
-    shape = (-1, prep.channels, prep.image_size, prep.image_size)
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), shape)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
-        params=ParamSchema([ParamSpec("tta", "boolean", False)]),
-    )
-
-
 def _log_and_register(
     result: RetrainResult,
     data: PreparedData,
@@ -303,8 +248,7 @@ def _log_and_register(
 ) -> None:
     import mlflow
 
-    from tuning._mlflow import get_or_create_experiment, tracking
-    from tuning.export import Tags
+    from tuning._mlflow import Tags, get_or_create_experiment, log_model, tracking
 
     source = result.source
     prep = data.preprocessing
@@ -335,7 +279,6 @@ def _log_and_register(
                     "retrain.train_images": len(data.y_train),
                     f"source.best_{source.metric}": source.best_value,
                     "source.best_epoch": source.best_epoch,
-                    "source.config_from": source.config_from,
                 }
             )
             for epoch in range(max(len(h) for h in result.histories)):
@@ -349,22 +292,13 @@ def _log_and_register(
                 if len(losses) > 1 or len(result.checkpoints) > 1:
                     metrics.update(losses)
                 mlflow.log_metrics(metrics, step=epoch + 1)
-            example = normalize_batch(torch.as_tensor(data.x_train[:1]), prep).numpy()
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(_PYFUNC_ENTRY),
-                artifacts={f"{MEMBER_PREFIX}{i}": str(p) for i, p in enumerate(result.checkpoints)},
-                signature=_signature(prep, data.num_classes),
-                input_example=example,
-                registered_model_name=registered_name,
-                pip_requirements=_pip_requirements(),
-                metadata={
-                    "class_names": list(data.class_names),
-                    "preprocessing": prep.to_dict(),
-                    "members": len(result.checkpoints),
-                    "member_sources": [dataclasses.asdict(m) for m in result.members],
-                    "input": "normalised float32 N×C×H×W (uint8 images: unwrap_python_model())",
-                },
+            info = log_model(
+                result.checkpoints,
+                preprocessing=prep,
+                class_names=list(data.class_names),
+                example=normalize_batch(torch.as_tensor(data.x_train[:1]), prep).numpy(),
+                registered_name=registered_name,
+                metadata={"member_sources": [dataclasses.asdict(m) for m in result.members]},
             )
             version = info.registered_model_version
             if version is None:
@@ -405,7 +339,7 @@ def retrain(
     the local checkpoints are written.
     """
     from training.ray_session import init_ray
-    from tuning._mlflow import ensure_reachable
+    from tuning._mlflow import ensure_reachable, experiment_name, registered_model_name
 
     t0 = _dt.datetime.now()
     if seeds < 1:
@@ -416,21 +350,21 @@ def retrain(
         # before any training: finding out after half an hour of GPU time is too late
         mlflow_uri = ensure_reachable(mlflow_uri, hint="retrain without --mlflow-uri to skip MLflow")
 
-    sweep = results.open_sweep(name, storage)
+    sweep = Sweep.open(name, storage)
     if trial is not None and top != 1:
         raise ConfigError("--trial and --top are exclusive: one names a trial, the other the K best")
-    sources = [select_trial(name, storage, trial)] if top == 1 else select_trials(name, storage, top)
+    sources = [select_trial(sweep, trial)] if top == 1 else select_trials(sweep, top)
     source = sources[0]
     n_epochs = _epochs(source, epochs)
-    data_root = data or sweep.meta["data"]
+    data_root = data or sweep.meta.data
     base = source.config
-    cache_dir = (sweep.meta.get("options") or {}).get("cache_dir")
+    cache_dir = sweep.meta.options.get("cache_dir")
     prepared, _ = prepare_data(data_root, base, cache_dir=cache_dir, train_on_all=True)
     warnings = []
-    if sweep.meta.get("data_hash") and prepared.source_hash != sweep.meta["data_hash"]:
+    if sweep.meta.data_hash and prepared.source_hash != sweep.meta.data_hash:
         warnings.append(
             f"the data under {data_root} changed since sweep {name!r} ran "
-            f"(hash {prepared.source_hash} != {sweep.meta['data_hash']})"
+            f"(hash {prepared.source_hash} != {sweep.meta.data_hash})"
         )
     init_ray(address, verbose=verbose)
     import ray
@@ -483,8 +417,8 @@ def retrain(
             out,
             prepared,
             uri=mlflow_uri,
-            registered_name=registered_name or default_registered_name(base.task),
-            experiment=experiment or f"poketune-{base.task}",
+            registered_name=registered_name or registered_model_name(base.task),
+            experiment=experiment or experiment_name(base.task),
             stamp=stamp,
         )
     out.wall_time_s = (_dt.datetime.now() - t0).total_seconds()

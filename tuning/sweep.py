@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import functools
-import json
+import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,9 +36,10 @@ from training.registry import Registry
 from tuning._progress import ProgressPrinter
 from tuning._tune_budget import BudgetStopper, DeadlineOptunaSearch, LedgerCallback
 from tuning.budget import Ledger, start_ledger
+from tuning.results import STUDY_FILE, STUDY_NAME, SweepMeta
 from tuning.space import SearchSpace, load_space
 from tuning.space._load import SHARED_REASON
-from tuning.storage import SWEEP_META, SWEEP_SPACE, resolve_storage, sweep_uri, write_text
+from tuning.storage import SWEEP_SPACE, is_remote, read_text, resolve_storage, sweep_uri, write_text
 
 __all__ = [
     "SAMPLERS",
@@ -317,6 +319,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         budget = opts.time_budget_s or ledger.budget_s
         ledger.budget_s, ledger.deadline = budget, time.time() + budget if budget else None
         start_ledger(path, ledger)
+        if is_remote(path):  # the restored searcher writes on in the driver's local journal
+            _journal_file(path).parent.mkdir(parents=True, exist_ok=True)
+            _journal_file(path).write_text(read_text(f"{path}/{STUDY_FILE}"))
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -327,21 +332,22 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 f"it or choose another --name"
             )
         write_text(f"{path}/{SWEEP_SPACE}", Path(opts.space).read_text())
-        meta = {
-            "name": name,
-            "space_file": str(Path(opts.space).resolve()),
-            "data": str(Path(opts.data).resolve()),
-            "data_hash": data.source_hash,
-            "class_names": data.class_names,
-            "task": space.task,
-            "metric": space.metric,
-            "mode": space.mode,
-            "max_epochs": space.max_epochs,
-            "options": {k: v for k, v in asdict(opts).items() if k != "overrides"},
-            "overrides": opts.overrides,
-            "created": t0.isoformat(timespec="seconds"),
-        }
-        write_text(f"{path}/{SWEEP_META}", json.dumps(meta, indent=2, default=str))
+        journal = _journal_file(path)
+        SweepMeta(
+            name=name,
+            space_file=str(Path(opts.space).resolve()),
+            data=str(Path(opts.data).resolve()),
+            data_hash=data.source_hash,
+            class_names=list(data.class_names),
+            task=space.task,
+            metric=space.metric,
+            mode=space.mode,
+            max_epochs=space.max_epochs,
+            created=t0.isoformat(timespec="seconds"),
+            options={k: v for k, v in asdict(opts).items() if k != "overrides"},
+            overrides=dict(opts.overrides),
+            constants=constants,
+        ).write(path)
         # the preset first: the search starts from a known-good point, and the sweep's end
         # can say what tuning bought over it on the same validation split
         point, _ = space.preset_point()
@@ -358,6 +364,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             sampler=SAMPLERS.get(opts.search)(opts.seed, opts.samples),
             points_to_evaluate=[point],
             sweep_uri=path,
+            journal=journal,
+            study_name=STUDY_NAME,
+            upload_journal=is_remote(path),
         )
         scheduler = SCHEDULERS.get(opts.scheduler)(space)
         tuner = tune.Tuner(
@@ -439,6 +448,16 @@ def _best_metric(best: Any, space: SearchSpace) -> float | None:
         return None
     col = df[space.metric]
     return float(col.max() if space.mode == "max" else col.min())
+
+
+def _journal_file(path: str) -> Path:
+    """Where the searcher writes its Optuna journal: in the sweep folder; for remote storage
+    in a local file of the driver's (uploaded next to Tune's searcher state each time Tune
+    saves it), apart from the copies ``Sweep.open`` syncs, so a reader never overwrites it."""
+    if not is_remote(path):
+        return Path(path) / STUDY_FILE
+    key = hashlib.sha1(path.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "poketune-journal" / key / STUDY_FILE
 
 
 def _trial_dirname(trial: Any) -> str:

@@ -159,7 +159,8 @@ def test_mlflow_runs_in_and_report_out(
 ) -> None:
     from mlflow import MlflowClient
 
-    from tuning.export import CHECKPOINT_ARTIFACT, Tags
+    from tuning._mlflow import Tags
+    from tuning.export import CHECKPOINT_ARTIFACT
 
     monkeypatch.chdir(tmp_path)  # nothing lands in the repository
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -215,7 +216,7 @@ def test_sweep_best_trial_with_its_recorded_data(
     storage = str(tmp_path / "sweeps")
     # the driver decodes the data once (the md5 patch applies there) and ships it to trials
     run_sweep(SweepOptions(space=str(space), data=str(cifar_root), samples=2, name="cf", storage=storage))
-    best = results.load("cf", storage).iloc[0]
+    best = results.Sweep.open("cf", storage).trials().iloc[0]
 
     result = compare_runs(["sweep:cf", f"sweep:cf/{best['trial_id']}"], tmp_path / "r", storage=storage)
     first, second = result.runs

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -18,16 +19,18 @@ from asha_check import FROZEN_LR, LEARNING_LR, asha_replay, make_colour_data, tr
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer, PendingServer, free_port, launch_mlflow_server
 
+from training.checkpoint import load_checkpoint
 from tuning import results
 from tuning._mlflow import (
     MlflowUnreachableError,
+    Tags,
     artifact_location_for,
     ensure_reachable,
     normalize_tracking_uri,
     tracking,
 )
 from tuning.cli import main
-from tuning.export import CHECKPOINT_ARTIFACT, ExportSummary, Tags, export_sweep
+from tuning.export import CHECKPOINT_ARTIFACT, ExportSummary, export_sweep
 from tuning.export._runs import log_batch
 
 # an lr that learns the colours in one epoch and one that cannot: ASHA must stop a trial
@@ -84,7 +87,7 @@ def server(server_launch: PendingServer, sweep: str) -> MlflowServer:
 
 @pytest.fixture(scope="module")
 def frame(sweep: str) -> pd.DataFrame:
-    return results.load(NAME, sweep)
+    return results.Sweep.open(NAME, sweep).trials()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +137,7 @@ def test_trial_runs_have_params_history_and_tags(
     assert (frame["status"] == "stopped_asha").any(), "the seeded tiny sweep should have ASHA-stopped trials"
     # certain by construction (tests/asha_check.py): the statuses are ASHA's rule replayed
     order = trial_order(Path(sweep) / NAME)
-    replay = asha_replay(results.load_history(NAME, sweep), order, max_epochs=3, grace=1, rf=2)
+    replay = asha_replay(results.Sweep.open(NAME, sweep).history(), order, max_epochs=3, grace=1, rf=2)
     assert any(replay.values()), f"seed {SEED} no longer runs a frozen trial after a learner: {order}"
     assert dict(zip(frame["trial_id"], frame["status"], strict=True)) == {
         t: "stopped_asha" if e else "completed" for t, e in replay.items()
@@ -172,16 +175,26 @@ def test_top_trials_have_models_and_evaluation_artifacts(
     assert (local / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (local / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((local / "classification_report.json").read_text())
-    sweep_meta = results.open_sweep(NAME, str(Path(frame["trial_dir"][0]).parents[1])).meta
-    assert set(sweep_meta["class_names"]) <= set(report)
+    sweep_meta = results.Sweep.open(NAME, str(Path(frame["trial_dir"][0]).parents[1])).meta
+    assert set(sweep_meta.class_names) <= set(report)
     assert "macro avg" in (local / "classification_report.txt").read_text()
     assert torch.load(local / CHECKPOINT_ARTIFACT, weights_only=True)["best_model"]
 
     [model_info] = _logged_models(client, exported, best_run)
     with tracking(client.tracking_uri):
-        model = mlflow.pytorch.load_model(f"runs:/{best_run}/model")
-    x = torch.randn(5, 4, 32, 32)  # float normalised N×C×H×W, a batch size it was not traced with
-    assert tuple(model(x).shape) == (5, len(sweep_meta["class_names"])) == (5, 3)
+        model = mlflow.pyfunc.load_model(f"runs:/{best_run}/model")
+    # the same pyfunc a retrain registers (one member here): normalised float N×C×H×W in,
+    # the trial's best weights' probabilities out
+    assert model.metadata.metadata["members"] == 1
+    assert model.metadata.metadata["class_names"] == sweep_meta.class_names
+    assert [p.name for p in model.metadata.signature.params] == ["tta"]
+    x = torch.randn(5, 4, 32, 32)
+    ckpt = load_checkpoint(local / CHECKPOINT_ARTIFACT)
+    with torch.no_grad():
+        expected = ckpt.build_model(best=True)(x).softmax(-1).numpy()
+    probs = model.predict(x.numpy())
+    assert probs.shape == (5, len(sweep_meta.class_names)) == (5, 3)
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
     assert model_info.name == "model"
 
     for tid in frame["trial_id"][TOP:]:  # below the top K: params and metrics only
@@ -198,7 +211,7 @@ def test_reexport_updates_in_place(exported: ExportSummary, client: MlflowClient
     assert (again.created, again.updated) == (0, len(exported.trial_runs))
     assert again.models_logged == [] and again.models_unchanged == exported.models_logged
     assert {r.info.run_id for r in client.search_runs([exported.experiment_id])} == before
-    frame = results.load(NAME, sweep)
+    frame = results.Sweep.open(NAME, sweep).trials()
     for row in frame.to_dict("records"):
         run_id = again.trial_runs[row["trial_id"]]
         assert len(client.get_metric_history(run_id, "val_f1")) == row["epochs"]
@@ -211,30 +224,28 @@ def test_reexport_appends_new_epochs_and_replaces_a_stale_model(
     sweep: str, server: MlflowServer, client: MlflowClient, tmp_path: Path
 ) -> None:
     """Exported while a trial had reported one epoch, then again when it had all three."""
-    full_frame = results.load(NAME, sweep)
+    full_frame = results.Sweep.open(NAME, sweep).trials()
     tid = str(full_frame[full_frame["epochs"] == 3]["trial_id"].iloc[0])
     storage = tmp_path / "copy"
-    # a copy of the sweep holding only that trial, so it is the top-1 trial
-    shutil.copytree(
-        Path(sweep) / NAME, storage / NAME,
-        ignore=lambda d, names: [n for n in names if Path(d) == Path(sweep) / NAME and n in set(full_frame["trial_id"]) - {tid}],
-    )
+    shutil.copytree(Path(sweep) / NAME, storage / NAME)
     result_file = storage / NAME / tid / "result.json"
     full = result_file.read_text()
     result_file.write_text(full.splitlines()[0] + "\n")
 
-    first = export_sweep(NAME, str(storage), server.uri, experiment="incremental", top=1)
+    first = export_sweep(NAME, str(storage), server.uri, experiment="incremental", all_trials=True)
     run_id = first.trial_runs[tid]
-    assert list(first.trial_runs) == [tid] and first.models_logged == [tid]
+    assert set(first.trial_runs) == set(full_frame["trial_id"]) and tid in first.models_logged
     assert [m.step for m in client.get_metric_history(run_id, "val_f1")] == [1]
     [old_model] = _logged_models(client, first, run_id)
 
     result_file.write_text(full)
-    second = export_sweep(NAME, str(storage), server.uri, experiment="incremental", top=1)
+    second = export_sweep(NAME, str(storage), server.uri, experiment="incremental", all_trials=True)
+    # only the trial that trained further gets a new model; the others' are unchanged
     assert second.trial_runs[tid] == run_id and second.models_logged == [tid]
+    assert sorted(second.models_unchanged) == sorted(set(first.models_logged) - {tid})
     hist = sorted(client.get_metric_history(run_id, "val_f1"), key=lambda m: m.step)
     assert [m.step for m in hist] == [1, 2, 3]
-    expected = results.load_history(NAME, str(storage)).query("trial_id == @tid")["val_f1"]
+    expected = results.Sweep.open(NAME, str(storage)).history().query("trial_id == @tid")["val_f1"]
     assert [m.value for m in hist] == pytest.approx(expected.tolist())
     [new_model] = _logged_models(client, second, run_id)  # the stale model is gone
     assert new_model.model_id != old_model.model_id
@@ -277,7 +288,7 @@ def test_cli_export_to_sqlite_store(sweep: str, tmp_path: Path, capsys: pytest.C
     assert exp.artifact_location == (tmp_path / "store" / "mlartifacts" / "poketune-task2").as_uri()
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 5
-    best = results.load(NAME, sweep)["trial_id"][0]
+    best = results.Sweep.open(NAME, sweep).trials()["trial_id"][0]
     [best_run] = [r for r in runs if r.data.tags.get(Tags.TRIAL_ID) == best]
     art_dir = tmp_path / "store" / "mlartifacts" / "poketune-task2" / best_run.info.run_id / "artifacts"
     assert {p.name for p in art_dir.iterdir()} >= EVAL_FILES

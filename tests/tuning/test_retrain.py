@@ -72,26 +72,26 @@ def _version_tags(uri: str, version: int) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------- selection
 def test_best_trial_is_the_max_val_f1_and_a_named_one_can_be_chosen(sweep: tuple[str, str]) -> None:
-    frame = results.load(*sweep)
+    frame = results.Sweep.open(*sweep).trials()
     ok = frame[frame["status"] != "errored"]
     best = ok.loc[ok["best_val_f1"].idxmax()]
-    src = select_trial(*sweep)
+    src = select_trial(results.Sweep.open(*sweep))
     assert src.trial_id == best["trial_id"]
     assert src.best_value == pytest.approx(best["best_val_f1"])
     assert src.best_epoch == best["best_epoch"]
-    assert src.config_from == "checkpoint"
-    # the config is the one the trial trained with, searched values included
+    # the config is the one the trial trained with (its checkpoint's), searched values included
+    assert src.config == load_checkpoint(Path(best["checkpoint"]) / "checkpoint.pt").config
     assert src.config.optim.lr == pytest.approx(best["optim.lr"])
     assert src.config.model.stages == best["model.stages"]
 
     other = str(frame["trial_id"].iloc[-1])
-    assert select_trial(*sweep, other).trial_id == other
+    assert select_trial(results.Sweep.open(*sweep), other).trial_id == other
     with pytest.raises(ValueError, match=rf"no trial 'nope'.*{frame['trial_id'].iloc[0]}"):
-        select_trial(*sweep, "nope")
+        select_trial(results.Sweep.open(*sweep), "nope")
 
 
 def test_retrain_config_trains_on_everything_for_the_given_epochs(sweep: tuple[str, str]) -> None:
-    src = select_trial(*sweep)
+    src = select_trial(results.Sweep.open(*sweep))
     cfg = retrain_config(src, epochs=7, seed=11, num_threads=1)
     assert (cfg.optim.epochs, cfg.early_stop.patience, cfg.seed) == (7, 0, 11)
     # everything the sweep searched or fixed stays
@@ -157,7 +157,7 @@ def test_first_retrain_is_version_1_trained_on_all_images(
     registered: tuple[RetrainResult, str], sweep: tuple[str, str], task2_data: Path, mlflow_server: MlflowServer
 ) -> None:
     first, _ = registered
-    src = select_trial(*sweep)
+    src = select_trial(results.Sweep.open(*sweep))
     assert (first.registered_name, first.version) == (MODEL, 1)
     assert first.model_uri == f"models:/{MODEL}/1"
     assert first.epochs == src.best_epoch and first.seeds == [0]
@@ -287,7 +287,7 @@ def test_run_uri_resolves_the_runs_checkpoints(registered: tuple[RetrainResult, 
 def test_top_2_registers_an_ensemble_of_two_distinct_configs(
     registered: tuple[RetrainResult, str], sweep: tuple[str, str], task2_data: Path, mlflow_server: MlflowServer
 ) -> None:
-    frame = results.load(*sweep)  # best first
+    frame = results.Sweep.open(*sweep).trials()  # best first
     res = retrain(*sweep, mlflow_uri=mlflow_server.uri, top=2, epochs=1, registered_name="poketune-top2")
     assert [m.trial_id for m in res.members] == [str(t) for t in frame["trial_id"][:2]]
     a, b = (load_checkpoint(c) for c in res.checkpoints)
@@ -310,18 +310,3 @@ def test_top_2_registers_an_ensemble_of_two_distinct_configs(
 def client_tags(uri: str, name: str, version: int | None) -> dict[str, str]:
     with tracking(uri) as client:
         return dict(client.get_model_version(name, str(version)).tags)
-
-
-def test_a_trial_checkpoint_of_another_format_is_refused(sweep: tuple[str, str], tmp_path: Path) -> None:
-    """retrain reads the trial's config from its checkpoint through the type: another format
-    is the named one-line error, not a silent rebuild from params.json."""
-    import tuning.retrain as rt
-    from training.checkpoint import CHECKPOINT_FILE, CheckpointError
-
-    row = results.load(*sweep).iloc[0].copy()
-    raw = torch.load(Path(row["checkpoint"]) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    raw["format"] = 1
-    torch.save(raw, tmp_path / CHECKPOINT_FILE)
-    row["checkpoint"] = str(tmp_path)
-    with pytest.raises(CheckpointError, match="format 1"):
-        rt._trial_config(results.open_sweep(*sweep), row)

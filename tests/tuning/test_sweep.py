@@ -50,19 +50,19 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> tuple[
     assert result.best_trial_id is not None
     # the best trial by the space's own metric (val_f1 here), under that name
     assert (result.metric, result.mode) == ("val_f1", "max")
-    assert result.best_metric == pytest.approx(results.load("tiny", storage)["best_val_f1"].max())
+    assert result.best_metric == pytest.approx(results.Sweep.open("tiny", storage).trials()["best_val_f1"].max())
     return "tiny", storage
 
 
 def test_every_trial_ran_and_asha_stopped_some_early(sweep: tuple[str, str]) -> None:
-    frame = results.load(*sweep)
+    frame = results.Sweep.open(*sweep).trials()
     assert len(frame) == SAMPLES
     assert set(frame["status"]) <= {"completed", "stopped_asha"}
     stopped = frame[frame["status"] == "stopped_asha"]
     assert len(stopped) >= 1, frame[["trial_id", "status", "epochs"]]
     assert (stopped["stop_epoch"] < 4).all()
     # exactly the trials ASHA's rule stops, replayed on the recorded values in run order
-    hist = results.load_history(*sweep)
+    hist = results.Sweep.open(*sweep).history()
     order = trial_order(Path(sweep[1]) / sweep[0])
     replay = asha_replay(hist, order, max_epochs=4, grace=1, rf=2)
     assert any(replay.values()), f"seed {SEED} no longer runs a frozen trial after a learner: {order}"
@@ -83,19 +83,19 @@ def test_every_trial_ran_and_asha_stopped_some_early(sweep: tuple[str, str]) -> 
 
 
 def test_conditional_param_only_when_condition_holds(sweep: tuple[str, str]) -> None:
-    frame = results.load(*sweep)
+    frame = results.Sweep.open(*sweep).trials()
     focal = frame["loss.imbalance"] == "focal"
     assert frame.loc[focal, "loss.focal_gamma"].notna().all()
     assert frame.loc[~focal, "loss.focal_gamma"].isna().all()
-    study = results.load_study(*sweep)  # what Optuna itself received
+    study = results.Sweep.open(*sweep).study()  # what Optuna itself received
     assert len(study.trials) == SAMPLES
     for t in study.trials:
         assert ("loss.focal_gamma" in t.params) == (t.params["loss.imbalance"] == "focal")
 
 
 def test_history_has_every_epoch_of_every_trial(sweep: tuple[str, str]) -> None:
-    frame = results.load(*sweep)
-    hist = results.load_history(*sweep)
+    frame = results.Sweep.open(*sweep).trials()
+    hist = results.Sweep.open(*sweep).history()
     counts = hist.groupby("trial_id").size()
     for _, row in frame.iterrows():
         assert counts[row["trial_id"]] == row["epochs"]
@@ -105,7 +105,7 @@ def test_history_has_every_epoch_of_every_trial(sweep: tuple[str, str]) -> None:
 def test_best_trial_checkpoint_holds_its_config(sweep: tuple[str, str]) -> None:
     from training.checkpoint import load_checkpoint
 
-    best = results.load(*sweep).iloc[0]
+    best = results.Sweep.open(*sweep).trials().iloc[0]
     ckpt = load_checkpoint(best["checkpoint"])
     assert ckpt.config.optim.lr == pytest.approx(best["optim.lr"])
     assert ckpt.epoch == best["epochs"]
@@ -113,7 +113,7 @@ def test_best_trial_checkpoint_holds_its_config(sweep: tuple[str, str]) -> None:
 
 def test_results_queries_and_formats(sweep: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     name, storage = sweep
-    frame = results.load(name, storage)
+    frame = results.Sweep.open(name, storage).trials()
     top = results.filter_frame(frame, where="status == 'completed'", sort="optim.lr", top=2)
     assert len(top) <= 2 and (top["status"] == "completed").all()
     assert top["optim.lr"].is_monotonic_decreasing
@@ -141,7 +141,56 @@ def test_results_queries_and_formats(sweep: tuple[str, str], tmp_path: Path, cap
 
 def test_unknown_sweep_name_lists_known_ones(sweep: tuple[str, str]) -> None:
     with pytest.raises(results.SweepNotFoundError, match="tiny"):
-        results.load("nope", sweep[1])
+        results.Sweep.open("nope", sweep[1]).trials()
+
+
+def _copy_sweep(sweep: tuple[str, str], to: Path) -> Path:
+    import shutil
+
+    name, storage = sweep
+    return Path(shutil.copytree(Path(storage) / name, to / name, symlinks=True))
+
+
+def test_a_corrupt_experiment_state_is_an_error_naming_the_file(sweep: tuple[str, str], tmp_path: Path) -> None:
+    copy = _copy_sweep(sweep, tmp_path)
+    newest = sorted(copy.glob("experiment_state-*.json"))[-1]
+    newest.write_text(newest.read_text()[: len(newest.read_text()) // 2])  # cut mid-file
+    with pytest.raises(results.SweepStateError, match=newest.name):
+        results.Sweep.open(sweep[0], str(tmp_path)).trials()
+    for f in copy.glob("experiment_state-*.json"):
+        f.unlink()
+    with pytest.raises(results.SweepStateError, match="no Tune experiment state"):
+        results.Sweep.open(sweep[0], str(tmp_path)).history()
+
+
+def test_the_record_comes_from_tune_and_optuna_not_from_their_files(sweep: tuple[str, str], tmp_path: Path) -> None:
+    """Tune's per-trial params.json is not what the record reads: deleting every one changes
+    nothing; the study is Optuna's own, loaded from its journal storage."""
+    copy = _copy_sweep(sweep, tmp_path)
+    before = results.Sweep.open(*sweep).trials().drop(columns=["checkpoint", "trial_dir"])
+    for f in copy.glob("*/params.json"):
+        f.unlink()
+    moved = results.Sweep.open(sweep[0], str(tmp_path))
+    after = moved.trials()
+    pd.testing.assert_frame_equal(before, after.drop(columns=["checkpoint", "trial_dir"]))
+    # the moved copy's checkpoints, not the paths Tune recorded in the original folder
+    assert all(str(c).startswith(str(copy)) for c in after["checkpoint"].dropna())
+    # the sweep's constants were written once, and every trial's config carries them
+    assert moved.meta.constants["seed"] == SEED and "num_threads" in moved.meta.constants
+    for tid in after["trial_id"]:
+        assert moved.trial_config(tid).seed == SEED
+    with pytest.raises(results.SweepStateError, match="no trial 'nope'"):
+        moved.trial_config("nope")
+    # Optuna's trial numbers follow Tune's creation order, and their values are the trials'
+    study = moved.study()
+    by_order = after.sort_values("order")
+    assert [t.number for t in study.trials] == list(range(len(by_order)))
+    for t, (_, row) in zip(study.trials, by_order.iterrows(), strict=True):
+        assert t.params["optim.lr"] == pytest.approx(row["optim.lr"])
+    (copy / results.STUDY_FILE).unlink()
+    with pytest.raises(results.SweepStateError, match=results.STUDY_FILE):
+        moved.study()
+    assert moved.best_trial()["trial_id"] == before["trial_id"].iloc[0]
 
 
 def test_existing_name_without_resume_is_refused(sweep: tuple[str, str], task2_data: Path, tmp_path: Path) -> None:
@@ -190,12 +239,12 @@ def test_torch_trainer_trials_with_two_workers(
                 workers_per_trial=2, cpus_per_trial=0.5, max_concurrent=1,
             )
         )
-    frame = results.load("ddp", storage)
+    frame = results.Sweep.open("ddp", storage).trials()
     assert frame["status"].tolist() == ["completed"] * 2 and frame["epochs"].tolist() == [2, 2]
     # the trial's checkpoint lives in the TorchTrainer run of that trial
     assert "train_runs" in str(frame["checkpoint"][0])
     assert result.best_checkpoint and Path(result.best_checkpoint, "checkpoint.pt").is_file()
-    hist = results.load_history("ddp", storage)
+    hist = results.Sweep.open("ddp", storage).history()
     assert hist["val_f1"].notna().all()
     # each trial's two workers: world size 2, disjoint halves of the training set every epoch
     ckpt = load_checkpoint(frame["checkpoint"][0])

@@ -78,8 +78,8 @@ def test_a_budget_sweep_stops_within_one_epoch_of_its_deadline(budget_sweep: tup
     name, storage, printed = budget_sweep
     ledger = json.loads((Path(storage) / name / LEDGER).read_text())
     assert ledger["budget_s"] == BUDGET_S and ledger["deadline"] == pytest.approx(ledger["started"] + BUDGET_S)
-    frame = results.load(name, storage)
-    history = results.load_history(name, storage)
+    frame = results.Sweep.open(name, storage).trials()
+    history = results.Sweep.open(name, storage).history()
     assert len(frame) >= 2  # trials kept coming: no --samples
     # nothing runs 400 epochs in 14 s, and ASHA stops nothing before 400: the deadline
     # stopped every trial
@@ -97,7 +97,7 @@ def test_a_budget_sweep_stops_within_one_epoch_of_its_deadline(budget_sweep: tup
 
 def test_the_preset_is_the_first_trial_with_the_presets_values(budget_sweep: tuple[str, str, str]) -> None:
     name, storage, printed = budget_sweep
-    frame = results.load(name, storage)
+    frame = results.Sweep.open(name, storage).trials()
     preset = frame[frame["preset"]]
     assert len(preset) == 1
     row = preset.iloc[0]
@@ -141,7 +141,7 @@ def test_transfer_trials_share_one_feature_extraction(
     storage = str(tmp_path / "runs")
     run_sweep(SweepOptions(space=str(space), data=str(task2_data), samples=3, name="tl", storage=storage,
                            max_concurrent=1))
-    history = results.load_history("tl", storage)
+    history = results.Sweep.open("tl", storage).history()
     assert set(history["features"]) == {"cached"}  # the results say which path trials took
     first_epochs = history[history["epoch"] == 1].sort_values("timestamp")
     extracted = first_epochs["feature_extract_s"].to_numpy()

@@ -30,10 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tuning import results
 
+    sweep = results.Sweep.open(args.name, args.storage)
     if args.importance:
-        frame = results.param_importance(args.name, args.storage)
+        frame = results.param_importance(sweep)
     else:
-        frame = (results.load_history if args.history else results.load)(args.name, args.storage)
+        frame = sweep.history() if args.history else sweep.trials()
         sort, ascending = args.sort, False
         if sort and sort.startswith("+"):
             sort, ascending = sort[1:], True

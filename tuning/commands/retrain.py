@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     for src in res.sources or [res.source]:
         print(
             f"retrained trial {src.trial_id} of sweep {src.sweep!r} (best_{src.metric} "
-            f"{src.best_value:.4f} at epoch {src.best_epoch}; config from its {src.config_from}) "
+            f"{src.best_value:.4f} at epoch {src.best_epoch}) "
             f"for {src.best_epoch if args.epochs == 'best' else args.epochs} epochs, seeds {res.seeds}"
         )
     for member, hist, ckpt, run_dir in zip(res.members, res.histories, res.checkpoints, res.run_dirs, strict=True):

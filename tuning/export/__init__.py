@@ -15,7 +15,6 @@ model is logged again only if the trial trained further since it was last logged
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -28,11 +27,16 @@ import pandas as pd
 
 from training.checkpoint import Checkpoint, CheckpointError
 from tuning import results
-from tuning._mlflow import ensure_reachable, get_or_create_experiment, tracking
-from tuning.export._model import CHECKPOINT_ARTIFACT, MODEL_NAME, ValidationData, log_trial_model
-from tuning.export._runs import (
+from tuning._mlflow import (
     PARENT_TAG,
     Tags,
+    ensure_reachable,
+    experiment_name,
+    get_or_create_experiment,
+    tracking,
+)
+from tuning.export._model import CHECKPOINT_ARTIFACT, ValidationData, log_trial_model
+from tuning.export._runs import (
     find_sweep_run,
     find_trial_runs,
     log_batch,
@@ -47,10 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_ARTIFACT",
-    "MODEL_NAME",
-    "PARENT_TAG",
     "ExportSummary",
-    "Tags",
     "export_sweep",
     "find_sweep_run",
     "find_trial_runs",
@@ -171,10 +172,10 @@ def _start_ms(created: str | None) -> int | None:
 
 def _sweep_params(sweep: results.Sweep) -> dict[str, Any]:
     meta, space = sweep.meta, sweep.space
-    opts = meta.get("options", {})
+    opts = meta.options
     params: dict[str, Any] = {
-        "space_file": meta.get("space_file"),
-        "data": meta.get("data"),
+        "space_file": meta.space_file,
+        "data": meta.data,
         "task": space.task,
         "metric": space.metric,
         "mode": space.mode,
@@ -187,7 +188,7 @@ def _sweep_params(sweep: results.Sweep) -> dict[str, Any]:
         if key in opts:
             params[key] = opts[key]
     params.update({f"fixed.{k}": v for k, v in space.fixed.items()})
-    params.update({f"override.{k}": v for k, v in (meta.get("overrides") or {}).items()})
+    params.update({f"override.{k}": v for k, v in meta.overrides.items()})
     return params
 
 
@@ -207,10 +208,10 @@ def _log_parent(
         Tags.SWEEP_KEY: sweep_key(sweep.name, storage),
         Tags.KIND: "sweep",
         Tags.TASK: sweep.space.task,
-        Tags.DATA_HASH: str(sweep.meta.get("data_hash", "")),
+        Tags.DATA_HASH: sweep.meta.data_hash,
     }
     if existing is None:
-        run = client.create_run(experiment_id, start_time=_start_ms(sweep.meta.get("created")), tags=tags, run_name=sweep.name)
+        run = client.create_run(experiment_id, start_time=_start_ms(sweep.meta.created), tags=tags, run_name=sweep.name)
         run_id = run.info.run_id
     else:
         run_id = existing.info.run_id
@@ -248,8 +249,7 @@ def _log_trial(
     summary_warnings: list[str],
 ) -> str:
     tid = str(row["trial_id"])
-    trial_dir = Path(str(row["trial_dir"]))
-    config = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").is_file() else {}
+    config = sweep.trial_config(tid).to_flat()
     searched = [k for k in sweep.space.params if k in row and not _missing(row[k])]
     # the full flat config; the searched values are in it under the same dotted keys
     params = {**config, **{k: row[k] for k in searched}}
@@ -260,7 +260,7 @@ def _log_trial(
         Tags.STATUS: str(row["status"]),
         Tags.SWEEP: sweep.name,
         Tags.TASK: sweep.space.task,
-        Tags.DATA_HASH: str(sweep.meta.get("data_hash", "")),
+        Tags.DATA_HASH: sweep.meta.data_hash,
         Tags.SEARCHED: ",".join(searched),
     }
     if not _missing(row.get("stop_epoch")):
@@ -321,16 +321,16 @@ def export_sweep(
     """
     if top is not None and top < 0:
         raise ValueError(f"top must be >= 0, got {top}")
-    sweep = results.open_sweep(name, storage)
+    sweep = results.Sweep.open(name, storage)
     uri = ensure_reachable(mlflow_uri, hint=_later_hint(name, storage, sweep.path, mlflow_uri))
-    frame = results.load(name, storage)
-    history = results.load_history(name, storage)
+    frame = sweep.trials()
+    history = sweep.history()
     metric, maximize = sweep.space.metric, sweep.space.mode == "max"
-    exp_name = experiment or f"poketune-{sweep.space.task}"
+    exp_name = experiment or experiment_name(sweep.space.task)
     val = ValidationData(
-        root=str(sweep.meta.get("data", "")),
-        data_hash=sweep.meta.get("data_hash"),
-        cache_dir=(sweep.meta.get("options") or {}).get("cache_dir"),
+        root=sweep.meta.data,
+        data_hash=sweep.meta.data_hash,
+        cache_dir=sweep.meta.options.get("cache_dir"),
     )
     with tracking(uri) as client:
         exp_id = get_or_create_experiment(client, exp_name, uri)

@@ -1,5 +1,6 @@
-"""A trial's model and evaluation artifacts: the best weights as an MLflow PyTorch model,
-the validation confusion matrix, the learning curves and the classification report."""
+"""A trial's model and evaluation artifacts: the best weights as the same ``mlflow.pyfunc``
+model a retrain registers (:func:`tuning._mlflow.log_model`, one member), the validation
+confusion matrix, the learning curves and the classification report."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ from training.config import TrainConfig
 from training.data import Preprocessing, normalize_batch
 from training.engine import PreparedData, prepare_data
 from training.evaluation import CheckpointEval, evaluate_checkpoint
+from tuning._mlflow import MODEL_ARTIFACT, log_model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 __all__ = [
     "CHECKPOINT_ARTIFACT",
-    "MODEL_NAME",
     "ValidationData",
     "learning_curve_figure",
     "log_trial_model",
@@ -35,9 +36,9 @@ __all__ = [
 
 log = logging.getLogger("poketune")
 
-MODEL_NAME = "model"
+#: where a trial's raw checkpoint goes in its run
 CHECKPOINT_ARTIFACT = f"checkpoint/{CHECKPOINT_FILE}"
-#: images in the model's input example; more than one so torch.export keeps the batch dynamic
+#: images in the model's input example
 _EXAMPLE_IMAGES = 2
 
 
@@ -131,40 +132,11 @@ def _example(data: PreparedData | None, prep: Preprocessing, size: int) -> np.nd
     return normalize_batch(raw, prep).numpy()
 
 
-def _log_model(model: torch.nn.Module, example: np.ndarray, warnings: list[str]) -> str:
-    """Log ``model`` to the active run; returns the serialisation used.
-
-    ``pt2`` (torch.export) loads without this project's code and without unpickling; a
-    model torch.export cannot trace falls back to a pickled model plus ``training/`` as code.
-    """
-    import mlflow
-    from mlflow.models import infer_signature
-
-    with torch.no_grad():
-        out = model(torch.as_tensor(example)).numpy()
-    signature = infer_signature(example, out)
-    requirements = [f"torch=={torch.__version__.split('+')[0]}"]
-    try:
-        mlflow.pytorch.log_model(
-            model, name=MODEL_NAME, signature=signature, input_example=example,
-            pip_requirements=requirements, serialization_format="pt2",
-        )
-        return "pt2"
-    except Exception as exc:  # torch.export fails in many ways on unusual modules
-        warnings.append(f"torch.export could not trace the model ({type(exc).__name__}: {exc}); logged it pickled")
-    training_pkg = Path(__file__).resolve().parents[2] / "training"
-    mlflow.pytorch.log_model(
-        model, name=MODEL_NAME, signature=signature, input_example=example,
-        pip_requirements=requirements, serialization_format="pickle", code_paths=[str(training_pkg)],
-    )
-    return "pickle"
-
-
 def _delete_old_models(client: MlflowClient, experiment_id: str, run_id: str) -> None:
     """Re-logging a trial's model (it trained further since the last export) replaces it."""
     old = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
     for m in old:
-        if m.name == MODEL_NAME:
+        if m.name == MODEL_ARTIFACT:
             client.delete_logged_model(m.model_id)
 
 
@@ -203,8 +175,8 @@ def log_trial_model(
         client.log_artifacts(run_id, str(folder))
     example = _example(data, prep, cfg.data.image_size)
     _delete_old_models(client, experiment_id, run_id)
-    model = ckpt.build_model()
-    # log_model needs the fluent API's active run; the caller sets the run's real status after
-    with mlflow.start_run(run_id=run_id):
-        fmt = _log_model(model, example, val.warnings)
-    client.set_tag(run_id, "poketune.model_format", fmt)
+    with tempfile.TemporaryDirectory(prefix="poketune-export-model-") as tmp:
+        member = ckpt.for_inference().save(Path(tmp))
+        # log_model needs the fluent API's active run; the caller sets the run's real status after
+        with mlflow.start_run(run_id=run_id):
+            log_model([member], preprocessing=prep, class_names=ckpt.class_names, example=example)

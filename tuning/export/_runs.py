@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tuning._mlflow import PARENT_TAG, Tags
 from tuning.storage import resolve_storage
 
 if TYPE_CHECKING:
@@ -15,8 +16,6 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 __all__ = [
-    "PARENT_TAG",
-    "Tags",
     "find_sweep_run",
     "find_trial_runs",
     "log_batch",
@@ -24,27 +23,6 @@ __all__ = [
     "param_value",
     "sweep_key",
 ]
-
-PARENT_TAG = "mlflow.parentRunId"
-
-
-class Tags:
-    """Tag keys on exported runs (retrain and submit look runs up by them)."""
-
-    SWEEP = "sweep"  # sweep name, on the parent and every trial run
-    STORAGE = "storage"  # the sweep's storage (folder or URI), on the parent
-    SWEEP_KEY = "poketune.sweep_key"  # hash of storage/name: the parent's identity
-    KIND = "poketune.kind"  # "sweep" | "trial"
-    TRIAL_ID = "trial_id"
-    STATUS = "status"  # tuning.results status: completed, stopped_asha, ...
-    ASHA_STOP_EPOCH = "asha_stop_epoch"  # only on trials ASHA stopped
-    TASK = "task"
-    DATA_HASH = "data_hash"
-    SEARCHED = "poketune.searched_params"  # comma-separated dotted keys the sweep searched
-    EPOCHS_LOGGED = "poketune.epochs_logged"  # metric steps 1..N are in the run
-    MODEL_EPOCHS = "poketune.model_epochs"  # trial epochs when its model was logged
-    CHECKPOINT_ARTIFACT = "poketune.checkpoint_artifact"  # artifact path of checkpoint.pt
-
 
 def sweep_key(name: str, storage: str) -> str:
     """Identity of a sweep across exports: the same name under another storage is another
