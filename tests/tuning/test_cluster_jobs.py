@@ -102,7 +102,7 @@ def test_sweep_submitted_as_job_runs_on_the_workers(
     then followed through the Jobs API (``JobSubmissionClient``) as a notebook would."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from tuning.results import load
+    from tuning.results import Sweep
 
     storage = tmp_path / "runs"
     # without the token the Jobs API refuses
@@ -142,7 +142,7 @@ def test_sweep_submitted_as_job_runs_on_the_workers(
     head, workers = cluster.nodes["head"], {w.node_id for w in cluster.workers()}
     assert client.get_job_info(job).driver_node_id == head.node_id
     # results come from the shared storage path, where each worker wrote its trials
-    frame = load("jobsweep", str(storage))
+    frame = Sweep.open("jobsweep", str(storage)).trials()
     assert len(frame) == SAMPLES
     assert (frame["status"] == "completed").all(), frame[["trial_id", "status", "error"]]
     ran_on = {row["node_id"] for d in frame["trial_dir"] for row in _trial_rows(d)}
@@ -163,7 +163,7 @@ def test_sweep_survives_worker_node_loss_and_resumes_trial_from_checkpoint(
     cluster: LocalCluster, space: Path, task2_data: Path, tmp_path: Path
 ) -> None:
     from training.checkpoint import load_checkpoint
-    from tuning.results import load
+    from tuning.results import Sweep
 
     storage, name = tmp_path / "runs", "nodeloss"
     # the driver connects as one started on the head node would: GCS address + token env
@@ -200,7 +200,7 @@ def test_sweep_survives_worker_node_loss_and_resumes_trial_from_checkpoint(
     assert survivors == {w.node_id for w in cluster.workers()} and len(survivors) == WORKERS - 1
 
     # no trial lost: every trial ran every epoch
-    frame = load(name, str(storage)).set_index("trial_id")
+    frame = Sweep.open(name, str(storage)).trials().set_index("trial_id")
     assert len(frame) == SAMPLES
     assert (frame["status"] == "completed").all(), frame[["status", "error"]]
     assert (frame["epochs"] == EPOCHS).all()
