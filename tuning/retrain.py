@@ -64,6 +64,24 @@ class Member:
 
 
 @dataclass
+class PresetComparison:
+    """The task's preset trained once (``poketune train``'s recipe, its own epochs) on the
+    sweep's train split, scored on the sweep's validation split: what tuning bought."""
+
+    task: str
+    metric: str
+    preset_value: float  # its best epoch's validation score
+    preset_best_epoch: int
+    preset_epochs: int  # epochs it ran (its own early stopping)
+    tuned_value: float  # the retrained source trial's score on the same split
+    checkpoint: Path
+
+    @property
+    def gain(self) -> float:
+        return self.tuned_value - self.preset_value
+
+
+@dataclass
 class RetrainResult:
     source: SourceTrial  # the best of ``sources``
     epochs: int  # the best source's epoch count
@@ -79,6 +97,7 @@ class RetrainResult:
     warnings: list[str] = field(default_factory=list)
     sources: list[SourceTrial] = field(default_factory=list)  # --top K: the K configs
     members: list[Member] = field(default_factory=list)
+    preset: PresetComparison | None = None  # --vs-preset
 
     @property
     def model_uri(self) -> str | None:
@@ -311,6 +330,32 @@ def _log_and_register(
     result.version = int(version)
 
 
+def _train_preset(sweep: Sweep, source: SourceTrial, data_root: str, cache_dir: Any, out: Path) -> PresetComparison:
+    """``poketune train --task TASK`` as a user would run it, on the sweep's data settings and
+    seed, so its validation split is the one the sweep's trials were scored on."""
+    from training.metrics import best_index, mode_of
+    from training.run import run_training
+    from training.tasks import preset_config
+
+    shared = {k: v for k, v in source.config.to_flat().items() if k.startswith("data.")}
+    cfg = preset_config(sweep.meta.task, {**shared, "seed": source.config.seed})
+    outcome = run_training(cfg, data_root, out=out, cache_dir=cache_dir)
+    metric = sweep.space.metric
+    values = [float(h[metric]) for h in outcome.history if h.get(metric) is not None]
+    if not values:
+        raise RuntimeError(f"the preset's run reported no {metric} (see {out})")
+    best = best_index(values, mode_of(metric))
+    return PresetComparison(
+        task=sweep.meta.task,
+        metric=metric,
+        preset_value=values[best],
+        preset_best_epoch=int(outcome.history[best].get("epoch", best + 1)),
+        preset_epochs=len(outcome.history),
+        tuned_value=source.best_value,
+        checkpoint=outcome.checkpoint_path,
+    )
+
+
 # ---------------------------------------------------------------------------------- retrain
 def retrain(
     name: str,
@@ -328,6 +373,7 @@ def retrain(
     data: str | None = None,
     address: str | None = None,
     verbose: bool = False,
+    vs_preset: bool = False,
 ) -> RetrainResult:
     """Retrain sweep ``name``'s best trial (or ``trial``, or its ``top`` best distinct
     configs) on train+val, ``seeds`` times each.
@@ -336,7 +382,8 @@ def retrain(
     With ``mlflow_uri`` the run is logged (experiment ``experiment``, default
     ``poketune-<task>`` like ``poketune export``) and the seeds are registered as one
     ensemble version of ``registered_name`` (default ``poketune-<task>``); without it only
-    the local checkpoints are written.
+    the local checkpoints are written. ``vs_preset`` also trains the task's preset once on the
+    sweep's own train/validation split and records both scores (:class:`PresetComparison`).
     """
     from training.ray_session import init_ray
     from tuning._mlflow import ensure_reachable, experiment_name, registered_model_name
@@ -412,6 +459,8 @@ def retrain(
         sources=sources,
         members=members,
     )
+    if vs_preset:
+        out.preset = _train_preset(sweep, source, data_root, cache_dir, local_root / f"{stamp}-preset")
     if mlflow_uri is not None:
         _log_and_register(
             out,

@@ -310,3 +310,25 @@ def test_top_2_registers_an_ensemble_of_two_distinct_configs(
 def client_tags(uri: str, name: str, version: int | None) -> dict[str, str]:
     with tracking(uri) as client:
         return dict(client.get_model_version(name, str(version)).tags)
+
+
+def test_vs_preset_trains_the_preset_once_on_the_sweeps_split(sweep: tuple[str, str]) -> None:
+    """What tuning bought: the preset's own recipe (``poketune train --task task2``), on the
+    sweep's data settings and seed, scored on the validation split the trials were scored on."""
+    from training.tasks import preset_config
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "1", "--vs-preset"])
+    assert rc == 0, out.getvalue()
+    best = select_trial(results.Sweep.open(*sweep))
+    line = next(ln for ln in out.getvalue().splitlines() if ln.startswith("preset task2 trained once"))
+    ckpt_line = next(ln for ln in out.getvalue().splitlines() if ln.strip().startswith("preset checkpoint:"))
+    ckpt = load_checkpoint(ckpt_line.split(":", 1)[1].strip())
+    preset = preset_config("task2")
+    # the preset's recipe, not the trial's: its optimiser, epochs and model; the sweep's data
+    assert ckpt.config.optim == preset.optim and ckpt.config.model == preset.model
+    assert ckpt.config.data == best.config.data and ckpt.config.seed == best.config.seed
+    preset_best = max(h["val_f1"] for h in ckpt.history)
+    assert f"val_f1 {preset_best:.4f}" in line and f"val_f1 {best.best_value:.4f}" in line
+    assert f"({best.best_value - preset_best:+.4f} from tuning)" in line

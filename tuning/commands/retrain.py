@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", help="MLflow experiment (default poketune-<task>, as poketune export)")
     p.add_argument("--data", help="dataset folder (default: the one the sweep used)")
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
+    p.add_argument("--vs-preset", action="store_true", help="also train the task's preset once (poketune train, its own epochs) on the sweep's split and print both scores: what tuning bought")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         address=args.address,
         verbose=args.verbose,
+        vs_preset=args.vs_preset,
     )
     for src in res.sources or [res.source]:
         print(
@@ -64,5 +66,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("no --mlflow-uri: nothing registered; submit with: poketune submit --model "
               + ",".join(str(c) for c in res.checkpoints) + " --data DIR --out submission.csv")
+    if res.preset is not None:
+        c = res.preset
+        print(
+            f"preset {c.task} trained once ({c.preset_epochs} epochs, best at {c.preset_best_epoch}): "
+            f"{c.metric} {c.preset_value:.4f}; tuned trial {res.source.trial_id}: {c.metric} "
+            f"{c.tuned_value:.4f} on the same validation split ({c.gain:+.4f} from tuning)"
+        )
+        print(f"  preset checkpoint: {c.checkpoint}")
     print(f"wall time {res.wall_time_s:.1f}s")
     return 0
