@@ -38,7 +38,10 @@ __all__ = [
     "select_trial",
 ]
 
-Epochs = Literal["best"] | int
+#: "best": the trial's best epoch count (each image seen as often as in the trial; 25 % more
+#: optimizer steps on train+val); "steps": as many optimizer steps as the trial's best epoch
+#: (fewer epochs on the larger set); or a number
+Epochs = Literal["best", "steps"] | int
 _FAILED = ("errored",)
 
 
@@ -200,11 +203,15 @@ def retrain_config(source: SourceTrial, *, epochs: int, seed: int, num_threads: 
     )
 
 
-def _epochs(source: SourceTrial, epochs: Epochs) -> int:
+def _epochs(source: SourceTrial, epochs: Epochs, train_share: float = 1.0) -> int:
+    """The epochs a member trains; ``train_share`` = the trial's training images / the images
+    the retrain trains on."""
     if epochs == "best":
         return source.best_epoch
+    if epochs == "steps":
+        return max(1, round(source.best_epoch * train_share))
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"--epochs must be 'best' or a positive integer, got {epochs!r}")
+        raise ConfigError(f"--epochs must be 'best', 'steps' or a positive integer, got {epochs!r}")
     return epochs
 
 
@@ -402,11 +409,15 @@ def retrain(
         raise ConfigError("--trial and --top are exclusive: one names a trial, the other the K best")
     sources = [select_trial(sweep, trial)] if top == 1 else select_trials(sweep, top)
     source = sources[0]
-    n_epochs = _epochs(source, epochs)
     data_root = data or sweep.meta.data
     base = source.config
     cache_dir = sweep.meta.options.get("cache_dir")
     prepared, _ = prepare_data(data_root, base, cache_dir=cache_dir, train_on_all=True)
+    train_share = 1.0
+    if epochs == "steps":  # the trials' own split (a cache hit): how many images they trained on
+        split, _ = prepare_data(data_root, base, cache_dir=cache_dir)
+        train_share = len(split.y_train) / len(prepared.y_train)
+    n_epochs = _epochs(source, epochs, train_share)
     warnings = []
     if sweep.meta.data_hash and prepared.source_hash != sweep.meta.data_hash:
         warnings.append(
@@ -430,7 +441,7 @@ def retrain(
     # every data.* key is shared by a sweep's trials (the loader refuses searching them), so
     # one decoded set serves every member
     for src, seed in ((src, seed) for src in sources for seed in seed_list):
-        src_epochs = _epochs(src, epochs)
+        src_epochs = _epochs(src, epochs, train_share)
         cfg = retrain_config(src, epochs=src_epochs, seed=seed, num_threads=torch_threads(cpus))
         run_name = f"{stamp}-seed{seed}" if len(sources) == 1 else f"{stamp}-{src.trial_id}-seed{seed}"
         members.append(Member(src.trial_id, seed, src_epochs))

@@ -332,3 +332,13 @@ def test_vs_preset_trains_the_preset_once_on_the_sweeps_split(sweep: tuple[str, 
     preset_best = max(h["val_f1"] for h in ckpt.history)
     assert f"val_f1 {preset_best:.4f}" in line and f"val_f1 {best.best_value:.4f}" in line
     assert f"({best.best_value - preset_best:+.4f} from tuning)" in line
+
+
+def test_epochs_steps_keeps_the_trials_optimizer_steps_on_the_larger_set() -> None:
+    from tuning.retrain import _epochs
+
+    src = SimpleNamespace(best_epoch=10)
+    assert _epochs(src, "best", 0.8) == 10  # each image as often as in the trial
+    assert _epochs(src, "steps", 0.8) == 8  # 10 epochs of 80 % of the images = 8 of all
+    assert _epochs(SimpleNamespace(best_epoch=1), "steps", 0.8) == 1
+    assert _epochs(src, 3, 0.8) == 3

@@ -8,7 +8,7 @@ from tuning.commands._common import add_storage, int_at_least
 
 
 def _epochs(text: str) -> str | int:
-    return text if text == "best" else int_at_least(1)(text)
+    return text if text in ("best", "steps") else int_at_least(1)(text)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow-uri", help="log and register the model there (http://host:port or sqlite:///mlflow.db); without it only local checkpoints are written")
     p.add_argument("--trial", help="retrain this trial id instead of the best one")
     p.add_argument("--top", type=int_at_least(1), default=1, metavar="K", help="an ensemble of the K best distinct configs (probabilities averaged, registered as one model)")
-    p.add_argument("--epochs", type=_epochs, default="best", help="'best' (the trial's best epoch, default) or N")
+    p.add_argument("--epochs", type=_epochs, default="best", help="'best' (the trial's best epoch count, default), 'steps' (the optimizer steps of the trial's best epoch: fewer epochs on the larger train+val set) or N")
     p.add_argument("--seeds", type=int_at_least(1), default=1, help="K runs with seeds base+0..K-1, registered as one averaging ensemble")
     p.add_argument("--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers per run")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"retrained trial {src.trial_id} of sweep {src.sweep!r} (best_{src.metric} "
             f"{src.best_value:.4f} at epoch {src.best_epoch}) "
-            f"for {src.best_epoch if args.epochs == 'best' else args.epochs} epochs, seeds {res.seeds}"
+            f"for {next(m.epochs for m in res.members if m.trial_id == src.trial_id)} epochs, seeds {res.seeds}"
         )
     for member, hist, ckpt, run_dir in zip(res.members, res.histories, res.checkpoints, res.run_dirs, strict=True):
         loss = hist[-1]["train_loss"] if hist else float("nan")
