@@ -44,8 +44,9 @@ from typing import Any
 
 from bench._common import DEFAULT_OUT, BenchReport, Target
 from bench.artwork import ArtworkMissingError, build, build_info
+from tuning.budget import parse_duration
 
-__all__ = ["OPTIONS", "QUALITY_TASKS", "QualityTask", "parse_budget", "run"]
+__all__ = ["OPTIONS", "QUALITY_TASKS", "QualityTask", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: the options ``poketune bench`` passes to this benchmark's :func:`run`
@@ -85,20 +86,6 @@ _FULL = {"budget_s": 1200.0, "seeds": 3}
 
 class ArmError(RuntimeError):
     """One step of an arm failed: the arm is reported with the error, the others still run."""
-
-
-def parse_budget(text: str | float | int) -> float:
-    """``90``, ``90s``, ``20m``, ``1.5h`` → seconds."""
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-        if not m:
-            raise ValueError(f"budget {text!r}: expected a number with s, m or h (90s, 20m, 1.5h)")
-        seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"budget must be > 0, got {text!r}")
-    return seconds
 
 
 # ---------------------------------------------------------------------------------- processes
@@ -333,7 +320,7 @@ def run(
     if task not in QUALITY_TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(QUALITY_TASKS)}")
     spec = QUALITY_TASKS[task]
-    budget_s = parse_budget(budget) if budget is not None else (
+    budget_s = parse_duration(str(budget)) if budget is not None else (
         _QUICK["budget_s"] if quick else _FULL["budget_s"]
     )  # fmt: skip
     n_seeds = seeds if seeds is not None else (1 if quick else int(_FULL["seeds"]))

@@ -169,13 +169,6 @@ def test_the_lite0_baseline_runs_on_the_shipped_weights(sets: dict[str, Path]) -
 
 
 # ---------------------------------------------------------------------------------- report
-def test_budgets_parse() -> None:
-    assert quality.parse_budget("20m") == 1200 and quality.parse_budget("90s") == 90
-    assert quality.parse_budget("1.5h") == 5400 and quality.parse_budget(45) == 45
-    with pytest.raises(ValueError, match="20m"):
-        quality.parse_budget("twenty minutes")
-
-
 @needs_artwork
 def test_the_report_holds_every_arm_the_margins_and_the_targets(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -90,6 +90,9 @@ class DataConfig:
     # half (mean=std=0.5) | imagenet | lite ((x - 127) / 128)
     normalize: str = _named("half", "training.data._preprocessing", "NORMALIZATIONS")
     val_fraction: float = 0.2
+    # keep near-duplicate copies (poketune check's pairs within train) on one side of the
+    # validation split (sklearn's StratifiedGroupKFold), so a copy cannot score its twin
+    group_duplicates: bool = False
 
 
 @dataclass

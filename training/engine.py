@@ -26,7 +26,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from training.checkpoint import Checkpoint, build_model_for
 from training.config import ConfigError, TrainConfig
-from training.data import LoadReport, Preprocessing, load_split, stratified_split
+from training.data import (
+    LoadReport,
+    Preprocessing,
+    load_split,
+    stratified_group_split,
+    stratified_split,
+)
 from training.data.augment import BatchAugment
 from training.devices import granted_gpu_share, release_device_memory, training_device
 from training.early_stopping import EarlyStopping
@@ -110,6 +116,11 @@ def prepare_data(
     y = images.labels.astype(np.int64)
     if train_on_all:
         tr, va = np.arange(len(y)), np.arange(0)
+    elif cfg.data.group_duplicates:
+        from training.data.check import duplicate_groups
+
+        groups = duplicate_groups(root, cfg.data, list(images.ids), cache_dir=cache_dir)
+        tr, va = stratified_group_split(y, groups, cfg.data.val_fraction, cfg.seed)
     else:
         tr, va = stratified_split(y, cfg.data.val_fraction, cfg.seed)
     data = PreparedData(

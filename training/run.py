@@ -12,6 +12,7 @@ import torch
 
 from training.checkpoint import CHECKPOINT_FILE, Checkpoint
 from training.config import TrainConfig
+from training.data.check import check_before_training
 from training.engine import prepare_data
 from training.evaluation import evaluate_checkpoint
 from training.models import check_pretrained_offline
@@ -56,6 +57,7 @@ def run_training(
     if (out_dir / CHECKPOINT_FILE).exists():
         # Ray Train would silently *continue* the old run under the same name
         raise FileExistsError(f"{out_dir} already holds a trained model; choose another --out")
+    check_before_training(data_dir, cfg.data, cache_dir=cache_dir)
     data, report = prepare_data(data_dir, cfg, cache_dir=cache_dir)
     print(
         f"data: {len(data.y_train)} train / {len(data.y_val)} val images, "

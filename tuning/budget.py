@@ -52,6 +52,9 @@ class Ledger:
     preset_trial: str | None = None
     preset_point: dict[str, Any] = field(default_factory=dict)
     budget_stopped: list[str] = field(default_factory=list)
+    #: unix time ``Tuner.fit`` returned (None while it runs, or after a crash): trials still
+    #: marked paused then were left there by the scheduler, not waiting to run
+    finished: float | None = None
 
     @classmethod
     def read(cls, sweep_uri: str) -> Ledger:

@@ -29,6 +29,7 @@ __all__ = ["COMMANDS", "USER_ERRORS", "build_parser", "main"]
 #: subcommand → (module under tuning.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-data": ("make_data", "generate a synthetic Kaggle-layout dataset (task1|task2|task3)"),
+    "check": ("check", "check a dataset: counts, unreadable files, duplicates, train/test leaks"),
     "train": ("train", "train one config through Ray Train's TorchTrainer"),
     "tune": ("tune", "run a Ray Tune sweep (Optuna TPE + ASHA) from a YAML search space"),
     "results": ("results", "query a sweep's trials as a table / CSV / Parquet / JSON"),

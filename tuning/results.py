@@ -199,7 +199,7 @@ class Sweep:
             tid = str(trial.trial_id)
             df = self._frame_of(tid)
             epochs = _epochs(df)
-            status = _status(str(trial.status), epochs, self.max_epochs, _early_stopped(df))
+            status = _status(str(trial.status), epochs, self.max_epochs, _early_stopped(df), ledger.finished is not None)
             if status == "stopped_asha" and tid in ledger.budget_stopped:
                 status = "stopped_budget"  # the deadline, not ASHA, ended it
             scored = df[df[metric].notna()] if metric in df else df.iloc[0:0]
@@ -294,10 +294,11 @@ def _early_stopped(df: pd.DataFrame) -> bool:
     return bool("early_stopped" in df and len(df) and df["early_stopped"].fillna(False).iloc[-1])
 
 
-def _status(tune_status: str, epochs: np.ndarray, max_epochs: int, early_stopped: bool) -> str:
+def _status(tune_status: str, epochs: np.ndarray, max_epochs: int, early_stopped: bool, finished: bool) -> str:
     if tune_status == "ERROR":
         return "errored"
-    if tune_status in ("RUNNING", "PENDING", "PAUSED"):
+    # a sweep that ended with a trial paused: the scheduler (HyperBand) left it there
+    if tune_status in ("RUNNING", "PENDING") or (tune_status == "PAUSED" and not finished):
         return "running" if len(epochs) else "pending"
     if not len(epochs):
         return "pending"

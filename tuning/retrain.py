@@ -25,6 +25,7 @@ import torch
 from training.checkpoint import Checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import normalize_batch
+from training.data.check import check_before_training
 from training.engine import PreparedData, prepare_data
 from training.ray_session import cpus_per_worker, node_cpus, torch_threads
 from tuning.results import Sweep
@@ -412,6 +413,7 @@ def retrain(
     data_root = data or sweep.meta.data
     base = source.config
     cache_dir = sweep.meta.options.get("cache_dir")
+    check_before_training(data_root, base.data, cache_dir=cache_dir)
     prepared, _ = prepare_data(data_root, base, cache_dir=cache_dir, train_on_all=True)
     train_share = 1.0
     if epochs == "steps":  # the trials' own split (a cache hit): how many images they trained on

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 __all__ = [
+    "DATA_CHECK",
     "SWEEP_META",
     "SWEEP_SPACE",
     "is_remote",
@@ -25,6 +26,7 @@ __all__ = [
 
 SWEEP_META = "poketune_sweep.json"
 SWEEP_SPACE = "search_space.yaml"
+DATA_CHECK = "data_check.json"  # poketune check's findings on the sweep's data
 
 
 def is_remote(uri: str) -> bool:

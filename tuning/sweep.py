@@ -12,38 +12,45 @@ import dataclasses
 import datetime as _dt
 import functools
 import hashlib
+import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
-from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.samplers import BaseSampler
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 
 from training.config import ConfigError, TrainConfig
+from training.data.check import check_before_training
 from training.engine import prepare_data
 from training.features import RayFeatureStore
 from training.models import check_pretrained_offline
 from training.ray_session import default_storage, init_ray, torch_threads
-from training.registry import Registry
 from tuning._progress import ProgressPrinter
 from tuning._tune_budget import BudgetStopper, DeadlineOptunaSearch, LedgerCallback
 from tuning.budget import Ledger, start_ledger
 from tuning.results import STUDY_FILE, STUDY_NAME, SweepMeta
 from tuning.space import SearchSpace, load_space
 from tuning.space._load import SHARED_REASON
-from tuning.storage import SWEEP_SPACE, is_remote, read_text, resolve_storage, sweep_uri, write_text
+from tuning.storage import (
+    DATA_CHECK,
+    SWEEP_SPACE,
+    is_remote,
+    read_text,
+    resolve_storage,
+    sweep_uri,
+    write_text,
+)
+from tuning.strategies import SAMPLERS, SCHEDULERS
 
 __all__ = [
-    "SAMPLERS",
-    "SCHEDULERS",
     "SweepOptions",
     "SweepResult",
     "default_storage",
@@ -54,32 +61,6 @@ __all__ = [
 log = logging.getLogger("poketune")
 # ``default_storage`` and ``init_ray`` live in training.ray_session (train and retrain use
 # them too); they stay importable from here
-
-
-#: Optuna samplers behind OptunaSearch, by name: (seed, samples) -> sampler.  "random" keeps
-#: the same define-by-run space (conditionals, list choices), which makes it the fair baseline
-SAMPLERS: Registry[Callable[[int, int | None], BaseSampler]] = Registry("search algorithm")
-SAMPLERS.register("tpe")(
-    # a third of a counted sweep explores at random (3..10 trials); a budget-only sweep, 10
-    lambda seed, samples: TPESampler(
-        seed=seed, n_startup_trials=max(3, min(10, samples // 3)) if samples else 10
-    )
-)
-SAMPLERS.register("random")(lambda seed, samples: RandomSampler(seed=seed))
-
-#: trial schedulers, by name: space -> scheduler ("fifo" runs every trial to max_epochs)
-SCHEDULERS: Registry[Callable[[SearchSpace], TrialScheduler]] = Registry("scheduler")
-SCHEDULERS.register("asha")(
-    lambda space: ASHAScheduler(
-        # fit's own epoch count, not Tune's: a retried TorchTrainer trial resumes its run's
-        # checkpoint but restarts Tune's training_iteration at 1
-        time_attr="epoch",
-        max_t=space.max_epochs,
-        grace_period=space.grace_period,
-        reduction_factor=space.reduction_factor,
-    )
-)
-SCHEDULERS.register("fifo")(lambda space: FIFOScheduler())
 
 
 @dataclass
@@ -101,8 +82,8 @@ class SweepOptions:
     max_failures: int = 2
     cache_dir: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
-    search: str = "tpe"  # a SAMPLERS name
-    scheduler: str = "asha"  # a SCHEDULERS name
+    search: str | None = None  # a tuning.strategies.SAMPLERS name; None: the space's, else tpe
+    scheduler: str | None = None  # a SCHEDULERS name; None: the space's, else asha
 
 
 @dataclass
@@ -251,6 +232,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     _check_counts(opts)
     space = load_space(opts.space)
     _check_shared_keys(space)
+    # unknown names fail here, in one line, before any decoding or Ray
+    SAMPLERS.get(_strategy(opts.search, space.search, {}, "tpe")[0])
+    SCHEDULERS.get(_strategy(opts.scheduler, space.scheduler, {}, "asha")[0])
     name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
     storage = resolve_storage(opts.storage)
     for key in opts.overrides:
@@ -261,6 +245,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             )
     base_cfg = space.trial_config(dict(opts.overrides))
     _check_weights(space, base_cfg)  # before decoding and Ray: one line, not N trial failures
+    data_check = check_before_training(opts.data, base_cfg.data, cache_dir=opts.cache_dir)
     data, report = prepare_data(opts.data, base_cfg, cache_dir=opts.cache_dir)
     log.info(
         "data: %d train / %d val images, %d classes (%s)",
@@ -318,6 +303,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         ledger = Ledger.read(path)
         budget = opts.time_budget_s or ledger.budget_s
         ledger.budget_s, ledger.deadline = budget, time.time() + budget if budget else None
+        ledger.finished = None  # running again
         start_ledger(path, ledger)
         if is_remote(path):  # the restored searcher writes on in the driver's local journal
             _journal_file(path).parent.mkdir(parents=True, exist_ok=True)
@@ -348,6 +334,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             overrides=dict(opts.overrides),
             constants=constants,
         ).write(path)
+        if data_check is not None:  # export attaches it to the sweep's MLflow run
+            write_text(f"{path}/{DATA_CHECK}", json.dumps(data_check.to_json(), indent=2))
         # the preset first: the search starts from a known-good point, and the sweep's end
         # can say what tuning bought over it on the same validation split
         point, _ = space.preset_point()
@@ -361,14 +349,14 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             space=_Sampler(space, constants),
             metric=space.metric,
             mode=space.mode,
-            sampler=SAMPLERS.get(opts.search)(opts.seed, opts.samples),
+            sampler=_sampler(opts, space),
             points_to_evaluate=[point],
             sweep_uri=path,
             journal=journal,
             study_name=STUDY_NAME,
             upload_journal=is_remote(path),
         )
-        scheduler = SCHEDULERS.get(opts.scheduler)(space)
+        scheduler = _scheduler(opts, space)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -403,6 +391,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         features.stop()
     wall = (_dt.datetime.now() - t0).total_seconds()
     ledger = Ledger.read(path)
+    ledger.finished = time.time()
+    ledger.write(path)
     out = SweepResult(
         name, path, space.metric, space.mode, None, {}, None, None, wall,
         trials=len(grid), budget_s=ledger.budget_s, budget_stopped=list(ledger.budget_stopped),
@@ -448,6 +438,23 @@ def _best_metric(best: Any, space: SearchSpace) -> float | None:
         return None
     col = df[space.metric]
     return float(col.max() if space.mode == "max" else col.min())
+
+
+def _strategy(flag: str | None, in_space: str | None, options: dict[str, Any], default: str) -> tuple[str, dict[str, Any]]:
+    """The command line's choice, else the space's (with the space's options), else the default."""
+    if flag is not None and flag != in_space:
+        return flag, {}
+    return in_space or default, options
+
+
+def _sampler(opts: SweepOptions, space: SearchSpace) -> BaseSampler:
+    name, options = _strategy(opts.search, space.search, space.search_options, "tpe")
+    return SAMPLERS.get(name).build(opts.seed, opts.samples, **options)  # type: ignore[no-any-return]
+
+
+def _scheduler(opts: SweepOptions, space: SearchSpace) -> TrialScheduler:
+    name, options = _strategy(opts.scheduler, space.scheduler, space.scheduler_options, "asha")
+    return SCHEDULERS.get(name).build(space, **options)  # type: ignore[no-any-return]
 
 
 def _journal_file(path: str) -> Path:

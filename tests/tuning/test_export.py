@@ -122,7 +122,14 @@ def test_one_parent_with_a_nested_run_per_trial(
     assert parent.data.params["max_epochs"] == "3"
     assert parent.data.params["samples"] == "4"
     assert parent.data.metrics["best_val_f1"] == pytest.approx(frame["best_val_f1"].max())
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"search_space.yaml", "results.csv"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "search_space.yaml", "results.csv", "data_check.json"
+    }
+    # the data check the sweep ran first reaches MLflow with it
+    check = json.loads(Path(client.download_artifacts(parent.info.run_id, "data_check.json")).read_text())
+    data = Path(results.Sweep.open(NAME, str(Path(frame["trial_dir"][0]).parents[1])).meta.data)
+    assert check["images"]["train"] == len(pd.read_csv(data / "train.csv"))
+    assert set(check["summary"]) >= {"unreadable", "train_test_pairs", "label_conflicts"}
     runs = _trial_runs(client, exported)
     assert sorted(r.data.tags[Tags.TRIAL_ID] for r in runs) == sorted(frame["trial_id"])
     assert exported.created == len(frame) and exported.updated == 0

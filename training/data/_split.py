@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from training.data._errors import DataError
 
-__all__ = ["stratified_split"]
+__all__ = ["stratified_group_split", "stratified_split"]
 
 
 def stratified_split(
@@ -39,4 +39,26 @@ def stratified_split(
             f"cannot split {len(y)} images of {len(classes)} classes with "
             f"val_fraction={val_fraction}: {exc}"
         ) from None
+    return np.sort(train_idx).astype(np.int64), np.sort(val_idx).astype(np.int64)
+
+
+def stratified_group_split(
+    labels: Sequence[int] | np.ndarray, groups: Sequence[int] | np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`stratified_split`, but every group (near-duplicate copies of one image)
+    lands on one side: the first fold of sklearn's ``StratifiedGroupKFold`` with
+    ``round(1 / val_fraction)`` folds is the validation set."""
+    y = np.asarray(labels, dtype=np.int64)
+    g = np.asarray(groups)
+    if len(g) != len(y):
+        raise DataError(f"stratified_group_split: {len(y)} labels but {len(g)} groups")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    folds = max(2, round(1 / val_fraction))
+    try:
+        train_idx, val_idx = next(
+            StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, g)
+        )
+    except ValueError as exc:  # fewer groups than folds
+        raise DataError(f"cannot split {len(y)} images in {len(np.unique(g))} duplicate groups into {folds} folds: {exc}") from None
     return np.sort(train_idx).astype(np.int64), np.sort(val_idx).astype(np.int64)

@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from tuning.commands._common import add_storage, int_at_least, overrides
+from tuning.strategies import SAMPLERS, SCHEDULERS  # names only: no Ray, no Optuna
 
 if TYPE_CHECKING:
     from tuning.sweep import SweepResult
@@ -35,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a fixed config key for every trial")
     p.add_argument("--mlflow-uri", help="export the sweep to this MLflow tracking URI when it ends")
+    p.add_argument("--search", choices=SAMPLERS.names(), help="Optuna sampler (default: the space's `search:`, else tpe; see tuning/strategies.py)")
+    p.add_argument("--scheduler", choices=SCHEDULERS.names(), help="trial scheduler (default: the space's `scheduler:`, else asha)")
 
 
 def _duration(text: str) -> float:
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget or args.time_budget_s,
         seed=args.seed, resume=args.resume, verbose=args.verbose, address=args.address,
         max_failures=args.max_failures, overrides=overrides(args.set),
+        search=args.search, scheduler=args.scheduler,
     )
     if args.mlflow_uri:
         from tuning._mlflow import ensure_reachable

@@ -43,7 +43,7 @@ from tuning.export._runs import (
     missing_params,
     sweep_key,
 )
-from tuning.storage import SWEEP_META, SWEEP_SPACE, resolve_storage
+from tuning.storage import DATA_CHECK, SWEEP_META, SWEEP_SPACE, resolve_storage
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -229,7 +229,7 @@ def _log_parent(
     log_batch(client, run_id, params=new_params, metrics=_changed_metrics(existing, summary), tags=tags)
     with tempfile.TemporaryDirectory(prefix="poketune-export-") as tmp:
         folder = Path(tmp)
-        for name in (SWEEP_SPACE, SWEEP_META):
+        for name in (SWEEP_SPACE, SWEEP_META, DATA_CHECK):
             if (sweep.path / name).is_file():
                 (folder / name).write_bytes((sweep.path / name).read_bytes())
         frame.to_csv(folder / "results.csv", index=False)

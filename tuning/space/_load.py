@@ -18,7 +18,7 @@ from tuning.space._yaml import read_yaml
 
 __all__ = ["METRIC_MODES", "load_space", "parse_space"]
 
-TOP_KEYS = ("task", "metric", "mode", "asha", "fixed", "params")
+TOP_KEYS = ("task", "metric", "mode", "asha", "search", "scheduler", "fixed", "params")
 #: metric → the only sensible mode (also the default mode)
 #: the metrics a sweep can rank by (train_loss says nothing about generalisation)
 METRIC_MODES = {k: v for k, v in ALL_METRIC_MODES.items() if k.startswith("val_")}
@@ -75,6 +75,8 @@ class _Parser:
         max_epochs, grace_period, reduction_factor = self._asha(data.get("asha"))
         fixed = self._fixed(data.get("fixed"))
         params = self._params(data.get("params"), fixed)
+        search, search_options = self._strategy("search", data.get("search"))
+        scheduler, scheduler_options = self._strategy("scheduler", data.get("scheduler"))
         self._check_values(task, max_epochs, fixed, params)
         self._check_conditions(fixed, params)
         return SearchSpace(
@@ -87,7 +89,35 @@ class _Parser:
             reduction_factor=reduction_factor,
             fixed=fixed,
             params={name: params[name] for name in self._dependency_order(params)},
+            search=search,
+            search_options=search_options,
+            scheduler=scheduler,
+            scheduler_options=scheduler_options,
         )
+
+    def _strategy(self, key: str, spec: Any) -> tuple[str | None, dict[str, Any]]:
+        """``search: NAME`` or ``search: {name: NAME, OPTION: VALUE, ...}`` (same for scheduler)."""
+        from tuning.strategies import SAMPLERS, SCHEDULERS, StrategyError, check_options
+
+        if spec is None:
+            return None, {}
+        registry = SAMPLERS if key == "search" else SCHEDULERS
+        options: dict[str, Any] = {}
+        if isinstance(spec, dict):
+            if "name" not in spec:
+                self.fail((key,), f"a mapping needs `name:` (one of {', '.join(registry.names())})")
+            options = {k: v for k, v in spec.items() if k != "name"}
+            name = spec["name"]
+            path: KeyPath = (key, "name")
+        else:
+            name, path = spec, (key,)
+        if not isinstance(name, str) or name not in registry:
+            self.fail(path, f"unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}")
+        try:
+            check_options(registry.kind, name, registry.get(name), options)
+        except StrategyError as exc:
+            self.fail((key, sorted(set(options) - set(registry.get(name).options))[0]), str(exc))
+        return name, options
 
     def _task(self, task: Any) -> str:
         if task is None:

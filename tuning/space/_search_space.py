@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,11 @@ class SearchSpace:
     reduction_factor: int | float
     fixed: dict[str, Any]
     params: dict[str, Param]
+    #: ``search:`` / ``scheduler:`` (tuning.strategies names; None: the defaults) and options
+    search: str | None = None
+    search_options: dict[str, Any] = field(default_factory=dict)
+    scheduler: str | None = None
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ sampling
     def is_active(self, param: Param, values: dict[str, Any]) -> bool:

@@ -1,0 +1,98 @@
+"""Search strategies by name: every sampler and scheduler runs a tiny sweep end to end, from the
+command line or the space; names and options are checked where they are written."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from asha_check import make_colour_data
+from optuna import samplers
+from ray.tune import schedulers
+
+from tuning import results
+from tuning.cli import main
+from tuning.space import SpaceError, load_space
+from tuning.strategies import SAMPLERS, SCHEDULERS
+from tuning.sweep import SweepOptions, _sampler, _scheduler, run_sweep
+
+SPACE = """
+task: task2
+asha: {max_epochs: 2, grace_period: 1, reduction_factor: 2}
+fixed: {data.image_size: 16, model.channels: 4, model.stages: 2}
+params:
+  optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
+  model.dropout: {uniform: [0.0, 0.5]}
+  loss.imbalance: {choice: [none, focal]}
+"""
+#: the object each named strategy builds
+OWNERS = {
+    "tpe": samplers.TPESampler, "random": samplers.RandomSampler, "cmaes": samplers.CmaEsSampler,
+    "qmc": samplers.QMCSampler, "gp": samplers.GPSampler, "asha": schedulers.ASHAScheduler,
+    "median": schedulers.MedianStoppingRule,
+    "fifo": schedulers.FIFOScheduler,
+}  # fmt: skip
+
+
+def test_every_declared_option_is_a_keyword_of_what_it_configures() -> None:
+    for registry in (SAMPLERS, SCHEDULERS):
+        assert set(registry.names()) <= set(OWNERS)
+        for name in registry.names():
+            params = inspect.signature(OWNERS[name]).parameters
+            assert [o for o in registry.get(name).options if o not in params] == [], name
+
+
+def _space(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(extra + SPACE)
+    return path
+
+
+def test_names_and_options_are_checked_at_load_with_file_and_line(tmp_path: Path) -> None:
+    path = _space(tmp_path, "search: cmaz\n")
+    valid = ", ".join(SAMPLERS.names())
+    with pytest.raises(SpaceError, match=rf"^{re.escape(f'{path}:1: search: unknown search algorithm')} 'cmaz'; valid: {valid}$"):
+        load_space(path)
+    path = _space(tmp_path, "scheduler: {name: median, grace: 2}\n")
+    with pytest.raises(SpaceError, match=r":1: scheduler.grace: scheduler 'median' has no option 'grace'; its options: grace_period"):
+        load_space(path)
+    space = load_space(_space(tmp_path, "search: {name: tpe, multivariate: true}\nscheduler: {name: median, min_samples_required: 2}\n"))
+    assert (space.search, space.search_options) == ("tpe", {"multivariate": True})
+    sched = _scheduler(SweepOptions(space="", data=""), space)
+    assert isinstance(sched, schedulers.MedianStoppingRule) and sched._min_samples_required == 2
+    # the command line wins over the space, without the space's options (they were for another)
+    assert isinstance(_scheduler(SweepOptions(space="", data="", scheduler="fifo"), space), schedulers.FIFOScheduler)
+    assert isinstance(_sampler(SweepOptions(space="", data="", search="qmc"), space), samplers.QMCSampler)
+
+
+def test_an_unknown_name_on_the_command_line_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["tune", str(_space(tmp_path)), "--data", str(tmp_path), "--samples", "2", "--scheduler", "pbt"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--scheduler: invalid choice: 'pbt'" in err and "asha" in err
+
+
+@pytest.mark.parametrize(
+    ("search", "scheduler"), [("cmaes", "asha"), ("qmc", "median"), ("gp", "asha"), ("random", "fifo")]
+)
+def test_each_sampler_and_scheduler_runs_a_sweep(
+    tmp_path: Path, ray_session: None, search: str, scheduler: str
+) -> None:
+    data = make_colour_data(tmp_path / "colours", per_class=8)
+    storage = str(tmp_path / "runs")
+    opts = SweepOptions(space=str(_space(tmp_path)), data=str(data), samples=4, name="s", storage=storage,
+                        max_concurrent=2, search=search, scheduler=scheduler)  # fmt: skip
+    result = run_sweep(opts)
+    assert isinstance(_sampler(SweepOptions(space="", data="", search=search), load_space(_space(tmp_path))), OWNERS[search])
+    sweep = results.Sweep.open("s", storage)
+    frame = sweep.trials()
+    assert len(frame) == 4 and result.best_trial_id in set(frame["trial_id"])
+    assert sweep.meta.options["search"] == search and sweep.meta.options["scheduler"] == scheduler
+    assert set(frame["status"]) <= {"completed", "stopped_asha"}
+    if scheduler == "fifo":  # nothing stops a trial early
+        assert (frame["epochs"] == 2).all()
+    # Optuna heard every trial's result
+    assert sum(t.state.name == "COMPLETE" for t in sweep.study().trials) == 4
