@@ -84,6 +84,8 @@ class SweepOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     search: str | None = None  # a tuning.strategies.SAMPLERS name; None: the space's, else tpe
     scheduler: str | None = None  # a SCHEDULERS name; None: the space's, else asha
+    #: earlier sweeps (same task, same storage) whose finished trials the searcher starts from
+    warm_start: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class SweepResult:
     budget_stopped: list[str] = field(default_factory=list)
     preset_trial_id: str | None = None
     preset_metric: float | None = None  # the preset trial's best metric, same validation split
+    warm_start: list[str] = field(default_factory=list)  # what --warm-start gave the searcher
 
 
 def _check_shared_keys(space: SearchSpace) -> None:
@@ -233,6 +236,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     space = load_space(opts.space)
     _check_shared_keys(space)
     # unknown names fail here, in one line, before any decoding or Ray
+    _check_warm_start(opts.warm_start, space, opts.storage)
     SAMPLERS.get(_strategy(opts.search, space.search, {}, "tpe")[0])
     SCHEDULERS.get(_strategy(opts.scheduler, space.scheduler, {}, "asha")[0])
     name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
@@ -356,6 +360,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             study_name=STUDY_NAME,
             upload_journal=is_remote(path),
         )
+        warm_lines = _warm_start(searcher, space, opts.warm_start, storage)
+        for line in warm_lines:
+            log.info(line)
         scheduler = _scheduler(opts, space)
         tuner = tune.Tuner(
             trainable,
@@ -397,6 +404,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         name, path, space.metric, space.mode, None, {}, None, None, wall,
         trials=len(grid), budget_s=ledger.budget_s, budget_stopped=list(ledger.budget_stopped),
         preset_trial_id=ledger.preset_trial,
+        warm_start=[] if opts.resume else warm_lines,
     )
     for result in (grid[i] for i in range(len(grid))):
         if ledger.preset_trial and (result.metrics or {}).get("trial_id") == ledger.preset_trial:
@@ -438,6 +446,66 @@ def _best_metric(best: Any, space: SearchSpace) -> float | None:
         return None
     col = df[space.metric]
     return float(col.max() if space.mode == "max" else col.min())
+
+
+def _check_warm_start(names: list[str], space: SearchSpace, storage: str) -> None:
+    from tuning.results import Sweep
+
+    for name in names:
+        earlier = Sweep.open(name, storage)
+        if earlier.meta.task != space.task or earlier.space.metric != space.metric:
+            raise ConfigError(
+                f"--warm-start {name}: a {earlier.meta.task} sweep on {earlier.space.metric}; this "
+                f"space is {space.task} on {space.metric}"
+            )
+
+
+def _warm_start(searcher: DeadlineOptunaSearch, space: SearchSpace, names: list[str], storage: str) -> list[str]:
+    """Add the finished trials of the sweeps ``names`` to the new study, as Optuna trials with
+    their values: the searcher models them before it proposes anything. A parameter this space
+    does not search, or a value outside its range, is dropped from that trial (a missing
+    parameter is what Optuna sees for an inactive conditional); one line per sweep says what
+    was kept."""
+    import optuna
+
+    from tuning.results import Sweep
+
+    lines: list[str] = []
+    if not names:
+        return lines
+    study = optuna.load_study(study_name=STUDY_NAME, storage=searcher.journal_storage)
+    for name in names:
+        earlier = Sweep.open(name, storage)  # checked by _check_warm_start before Ray started
+        kept: list[optuna.trial.FrozenTrial] = []
+        dropped: dict[str, int] = {}
+        for t in earlier.study().get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            params, dists = {}, {}
+            for key, value in t.params.items():
+                dist = t.distributions[key]
+                mine = space.params.get(key)
+                if mine is None or not _fits(mine, value):
+                    dropped[key] = dropped.get(key, 0) + 1
+                    continue
+                params[key], dists[key] = value, dist
+            if params:
+                kept.append(optuna.trial.create_trial(params=params, distributions=dists, value=t.value))
+        study.add_trials(kept)
+        note = f"warm start: {len(kept)} finished trials of sweep {name!r}"
+        if dropped:
+            note += "; dropped " + ", ".join(f"{k} ({n} trials)" for k, n in sorted(dropped.items()))
+        lines.append(note)
+    return lines
+
+
+def _fits(param: Any, value: Any) -> bool:
+    """Whether an earlier trial's (Optuna-stored) value is one this space's parameter can take."""
+    if param.is_choice:
+        return value in param.labels()
+    low, high = param.args
+    try:
+        return bool(low <= value <= high)
+    except TypeError:
+        return False
 
 
 def _strategy(flag: str | None, in_space: str | None, options: dict[str, Any], default: str) -> tuple[str, dict[str, Any]]:

@@ -96,3 +96,36 @@ def test_each_sampler_and_scheduler_runs_a_sweep(
         assert (frame["epochs"] == 2).all()
     # Optuna heard every trial's result
     assert sum(t.state.name == "COMPLETE" for t in sweep.study().trials) == 4
+
+
+def test_warm_start_gives_the_searcher_the_earlier_trials(tmp_path: Path, ray_session: None) -> None:
+    data = make_colour_data(tmp_path / "colours", per_class=8)
+    storage = str(tmp_path / "runs")
+    run_sweep(SweepOptions(space=str(_space(tmp_path)), data=str(data), samples=3, name="first", storage=storage))
+    first = results.Sweep.open("first", storage).study()
+    done = [t for t in first.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3
+    # the new space drops model.dropout, narrows optim.lr, adds optim.weight_decay
+    narrow = min(t.params["optim.lr"] for t in done)
+    second_space = tmp_path / "second.yaml"
+    second_space.write_text(
+        SPACE.replace("  model.dropout: {uniform: [0.0, 0.5]}\n", "  optim.weight_decay: {choice: [0.0, 1.0e-4]}\n")
+        .replace("loguniform: [1.0e-4, 1.0e-2]", f"loguniform: [1.0e-4, {narrow}]")
+    )
+    result = run_sweep(SweepOptions(space=str(second_space), data=str(data), samples=2, name="second",
+                                    storage=storage, warm_start=["first"]))  # fmt: skip
+    assert result.warm_start == [
+        "warm start: 3 finished trials of sweep 'first'; dropped model.dropout (3 trials), "
+        f"optim.lr ({sum(t.params['optim.lr'] > narrow for t in done)} trials)"
+    ]
+    study = results.Sweep.open("second", storage).study()
+    warm = study.trials[1:4]  # after the preset, enqueued when the searcher started
+    assert all(t.state.name == "COMPLETE" for t in warm)
+    # the earlier trials, with their values and the parameters this space searches
+    assert sorted(t.value for t in warm) == pytest.approx(sorted(t.value for t in done))
+    assert all("model.dropout" not in t.params for t in warm)
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3 + 2
+
+    with pytest.raises(results.SweepNotFoundError, match="nope"):
+        run_sweep(SweepOptions(space=str(second_space), data=str(data), samples=1, name="third",
+                               storage=storage, warm_start=["nope"]))  # fmt: skip

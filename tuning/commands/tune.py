@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a fixed config key for every trial")
     p.add_argument("--mlflow-uri", help="export the sweep to this MLflow tracking URI when it ends")
+    p.add_argument("--warm-start", action="append", metavar="SWEEP", help="start the searcher from the finished trials of an earlier sweep of the same task in --storage (repeatable)")
     p.add_argument("--search", choices=SAMPLERS.names(), help="Optuna sampler (default: the space's `search:`, else tpe; see tuning/strategies.py)")
     p.add_argument("--scheduler", choices=SCHEDULERS.names(), help="trial scheduler (default: the space's `scheduler:`, else asha)")
 
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, resume=args.resume, verbose=args.verbose, address=args.address,
         max_failures=args.max_failures, overrides=overrides(args.set),
         search=args.search, scheduler=args.scheduler,
+        warm_start=[n for arg in args.warm_start or [] for n in arg.split(",") if n],
     )
     if args.mlflow_uri:
         from tuning._mlflow import ensure_reachable
@@ -95,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if result.best_trial_id is None:
         print("no trial reported a result")
         return 1
+    for line in result.warm_start:
+        print(line)
     for line in summary_lines(result):
         print(line)
     print(best_line(result))
