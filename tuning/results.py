@@ -150,10 +150,6 @@ class Sweep:
     def max_epochs(self) -> int:
         return self.meta.max_epochs
 
-    @property
-    def metric(self) -> str:
-        return self.space.metric
-
     @functools.cached_property
     def ledger(self) -> Ledger:
         """The budget's record: which trial was the preset, which the deadline stopped."""

@@ -349,15 +349,15 @@ def _train_preset(sweep: Sweep, source: SourceTrial, data_root: str, cache_dir: 
     cfg = preset_config(sweep.meta.task, {**shared, "seed": source.config.seed})
     outcome = run_training(cfg, data_root, out=out, cache_dir=cache_dir)
     metric = sweep.space.metric
-    values = [float(h[metric]) for h in outcome.history if h.get(metric) is not None]
-    if not values:
+    scored = [h for h in outcome.history if h.get(metric) is not None]
+    if not scored:
         raise RuntimeError(f"the preset's run reported no {metric} (see {out})")
-    best = best_index(values, mode_of(metric))
+    best = best_index([float(h[metric]) for h in scored], mode_of(metric))
     return PresetComparison(
         task=sweep.meta.task,
         metric=metric,
-        preset_value=values[best],
-        preset_best_epoch=int(outcome.history[best].get("epoch", best + 1)),
+        preset_value=float(scored[best][metric]),
+        preset_best_epoch=int(scored[best]["epoch"]),
         preset_epochs=len(outcome.history),
         tuned_value=source.best_value,
         checkpoint=outcome.checkpoint_path,

@@ -48,7 +48,11 @@ __all__ = ["SAMPLERS", "SCHEDULERS", "Strategy", "StrategyError", "check_options
 
 
 class StrategyError(PoketuneError, ValueError):
-    """An unknown strategy option (the message lists the valid ones)."""
+    """An unknown strategy option (the message lists the valid ones); ``option`` names it."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def check_options(kind: str, name: str, strategy: Strategy, options: dict[str, A
     unknown = sorted(set(options) - set(strategy.options))
     if unknown:
         valid = ", ".join(strategy.options) or "none"
-        raise StrategyError(f"{kind} {name!r} has no option {unknown[0]!r}; its options: {valid}")
+        raise StrategyError(f"{kind} {name!r} has no option {unknown[0]!r}; its options: {valid}", unknown[0])
 
 
 # ---------------------------------------------------------------------------------- samplers

@@ -36,7 +36,7 @@ from training.ray_session import default_storage, init_ray, torch_threads
 from tuning._progress import ProgressPrinter
 from tuning._tune_budget import BudgetStopper, DeadlineOptunaSearch, LedgerCallback
 from tuning.budget import Ledger, start_ledger
-from tuning.results import STUDY_FILE, STUDY_NAME, SweepMeta
+from tuning.results import STUDY_FILE, STUDY_NAME, Sweep, SweepMeta
 from tuning.space import SearchSpace, load_space
 from tuning.space._load import SHARED_REASON
 from tuning.storage import (
@@ -236,7 +236,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     space = load_space(opts.space)
     _check_shared_keys(space)
     # unknown names fail here, in one line, before any decoding or Ray
-    _check_warm_start(opts.warm_start, space, opts.storage)
+    earlier = _earlier_sweeps(opts.warm_start, space, opts.storage)
     SAMPLERS.get(_strategy(opts.search, space.search, {}, "tpe")[0])
     SCHEDULERS.get(_strategy(opts.scheduler, space.scheduler, {}, "asha")[0])
     name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
@@ -360,7 +360,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             study_name=STUDY_NAME,
             upload_journal=is_remote(path),
         )
-        warm_lines = _warm_start(searcher, space, opts.warm_start, storage)
+        warm_lines = _warm_start(searcher, space, earlier)
         for line in warm_lines:
             log.info(line)
         scheduler = _scheduler(opts, space)
@@ -448,9 +448,9 @@ def _best_metric(best: Any, space: SearchSpace) -> float | None:
     return float(col.max() if space.mode == "max" else col.min())
 
 
-def _check_warm_start(names: list[str], space: SearchSpace, storage: str) -> None:
-    from tuning.results import Sweep
-
+def _earlier_sweeps(names: list[str], space: SearchSpace, storage: str) -> list[Sweep]:
+    """The ``--warm-start`` sweeps, opened once (one sync each), of this space's task and metric."""
+    out = []
     for name in names:
         earlier = Sweep.open(name, storage)
         if earlier.meta.task != space.task or earlier.space.metric != space.metric:
@@ -458,27 +458,26 @@ def _check_warm_start(names: list[str], space: SearchSpace, storage: str) -> Non
                 f"--warm-start {name}: a {earlier.meta.task} sweep on {earlier.space.metric}; this "
                 f"space is {space.task} on {space.metric}"
             )
+        out.append(earlier)
+    return out
 
 
-def _warm_start(searcher: DeadlineOptunaSearch, space: SearchSpace, names: list[str], storage: str) -> list[str]:
-    """Add the finished trials of the sweeps ``names`` to the new study, as Optuna trials with
+def _warm_start(searcher: DeadlineOptunaSearch, space: SearchSpace, earlier: list[Sweep]) -> list[str]:
+    """Add the finished trials of the ``earlier`` sweeps to the new study, as Optuna trials with
     their values: the searcher models them before it proposes anything. A parameter this space
     does not search, or a value outside its range, is dropped from that trial (a missing
     parameter is what Optuna sees for an inactive conditional); one line per sweep says what
     was kept."""
     import optuna
 
-    from tuning.results import Sweep
-
     lines: list[str] = []
-    if not names:
+    if not earlier:
         return lines
     study = optuna.load_study(study_name=STUDY_NAME, storage=searcher.journal_storage)
-    for name in names:
-        earlier = Sweep.open(name, storage)  # checked by _check_warm_start before Ray started
+    for sweep in earlier:
         kept: list[optuna.trial.FrozenTrial] = []
         dropped: dict[str, int] = {}
-        for t in earlier.study().get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        for t in sweep.study().get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             params, dists = {}, {}
             for key, value in t.params.items():
                 dist = t.distributions[key]
@@ -490,7 +489,7 @@ def _warm_start(searcher: DeadlineOptunaSearch, space: SearchSpace, names: list[
             if params:
                 kept.append(optuna.trial.create_trial(params=params, distributions=dists, value=t.value))
         study.add_trials(kept)
-        note = f"warm start: {len(kept)} finished trials of sweep {name!r}"
+        note = f"warm start: {len(kept)} finished trials of sweep {sweep.name!r}"
         if dropped:
             note += "; dropped " + ", ".join(f"{k} ({n} trials)" for k, n in sorted(dropped.items()))
         lines.append(note)

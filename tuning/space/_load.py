@@ -116,7 +116,7 @@ class _Parser:
         try:
             check_options(registry.kind, name, registry.get(name), options)
         except StrategyError as exc:
-            self.fail((key, sorted(set(options) - set(registry.get(name).options))[0]), str(exc))
+            self.fail((key, exc.option), str(exc))
         return name, options
 
     def _task(self, task: Any) -> str:
