@@ -285,8 +285,8 @@ def check_data(
     tr, tr_m = arrays(train)
     found = _near_pairs(train, tr, train, tr, tr_m, True, near_bits) if train else []
     if test and train:
-        te = _bits([good[k]["phash"] for k in test])
-        found += _near_pairs(train, tr, test, te, _bits([good[k]["phash_mirror"] for k in test]), False, near_bits)
+        te, te_m = arrays(test)
+        found += _near_pairs(train, tr, test, te, te_m, False, near_bits)
     for a, b, bits, mirrored in found:
         exact = good[a]["pixels"] == good[b]["pixels"]
         report.pairs.append(Pair(a, b, label[a], label[b], 0 if exact else bits, exact, mirrored and not exact))
