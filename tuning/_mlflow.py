@@ -186,15 +186,30 @@ def tracking(uri: str) -> Iterator[MlflowClient]:
         mlflow.set_tracking_uri(previous)
 
 
+#: MLflow's experiment-kind tag: poketune's experiments are model training, not GenAI
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def runs_url(server: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs (or one run). MLflow 3.17's UI opens an
+    experiment on its GenAI overview unless the URL asks for the model-training workflow;
+    the experiment-kind tag alone does not change that in a fresh browser."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
 def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
     """The id of experiment ``name``: restored if it was deleted, created if missing (with the
-    SQLite artifact location rule above)."""
+    SQLite artifact location rule above), tagged as a model-training experiment."""
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return str(client.create_experiment(name, artifact_location=artifact_location_for(uri, name)))
+            return str(client.create_experiment(
+                name, artifact_location=artifact_location_for(uri, name), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            ))
         except MlflowException:
             exp = client.get_experiment_by_name(name)  # created concurrently by someone else
             if exp is None:
@@ -202,6 +217,8 @@ def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
     if exp.lifecycle_stage == "deleted":
         # a deleted experiment still owns its name; bring it back rather than fail
         client.restore_experiment(exp.experiment_id)
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return str(exp.experiment_id)
 
 

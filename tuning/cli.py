@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from training.errors import PoketuneError
 
@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train one config through Ray Train's TorchTrainer"),
     "tune": ("tune", "run a Ray Tune sweep (Optuna TPE + ASHA) from a YAML search space"),
     "results": ("results", "query a sweep's trials as a table / CSV / Parquet / JSON"),
+    "report": ("report", "write a sweep's HTML report (plots, learning curves, trial table)"),
     "export": ("export", "export a sweep's trials to MLflow"),
     "retrain": ("retrain", "retrain the best trial's config on train+val and register it"),
     "submit": ("submit", "predict the test images and write a validated submission CSV"),
@@ -47,7 +48,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 USER_ERRORS: tuple[type[BaseException], ...] = (PoketuneError, FileNotFoundError, FileExistsError)
 
 
-class _CommandParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line (argparse's usage block buries the message): what is wrong,
+    with the argument's name, and where the usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _CommandParser(_Parser):
     """A subcommand's parser: its module adds the arguments the first time it parses."""
 
     command_module: str | None = None
@@ -68,7 +77,7 @@ class _CommandParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="poketune", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="poketune", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
     )

@@ -32,7 +32,15 @@ from training.config import TrainConfig
 from training.errors import PoketuneError
 from tuning.budget import Ledger
 from tuning.space import SearchSpace, load_space
-from tuning.storage import SWEEP_META, SWEEP_SPACE, local_copy, sweep_uri, write_text
+from tuning.storage import (
+    SWEEP_META,
+    SWEEP_SPACE,
+    is_remote,
+    local_copy,
+    resolve_storage,
+    sweep_uri,
+    write_text,
+)
 
 __all__ = [
     "STATUSES",
@@ -45,6 +53,7 @@ __all__ = [
     "filter_frame",
     "optuna_storage",
     "param_importance",
+    "state_saved_at",
 ]
 
 #: trial statuses in the results frame
@@ -108,6 +117,21 @@ class SweepMeta:
             return cls(**{k: v for k, v in doc.items() if k in known})
         except TypeError as exc:  # a key this version needs is not there
             raise SweepStateError(f"{file}: not a poketune sweep's metadata ({exc})") from None
+
+
+def state_saved_at(sweep_uri: str) -> float:
+    """When Tune last wrote the sweep's experiment state (0: not yet), local or remote."""
+    import pyarrow.fs as pafs
+
+    uri = sweep_uri if is_remote(sweep_uri) else resolve_storage(sweep_uri)
+    fs, path = pafs.FileSystem.from_uri(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except OSError:
+        return 0.0
+    stamps = [i.mtime.timestamp() for i in infos
+              if i.base_name.startswith("experiment_state-") and i.mtime is not None]
+    return max(stamps, default=0.0)
 
 
 def optuna_storage(file: str | Path) -> Any:

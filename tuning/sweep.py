@@ -37,7 +37,7 @@ from tuning._progress import ProgressPrinter
 from tuning._tune_budget import BudgetStopper, DeadlineOptunaSearch, LedgerCallback
 from tuning.budget import Ledger, start_ledger
 from tuning.results import STUDY_FILE, STUDY_NAME, Sweep, SweepMeta
-from tuning.space import SearchSpace, load_space
+from tuning.space import SearchSpace, load_points, load_space
 from tuning.space._load import SHARED_REASON
 from tuning.storage import (
     DATA_CHECK,
@@ -86,6 +86,11 @@ class SweepOptions:
     scheduler: str | None = None  # a SCHEDULERS name; None: the space's, else asha
     #: earlier sweeps (same task, same storage) whose finished trials the searcher starts from
     warm_start: list[str] = field(default_factory=list)
+    #: a YAML file of configs to evaluate first, before the preset (tuning/space/_points.py)
+    enqueue: str | None = None
+    #: rewrite the HTML report as trials finish, and write it (with PNGs) when the sweep ends
+    report: bool = False
+    report_dir: str | None = None  # None: tuning.report.default_report_dir
 
 
 @dataclass
@@ -108,6 +113,7 @@ class SweepResult:
     preset_trial_id: str | None = None
     preset_metric: float | None = None  # the preset trial's best metric, same validation split
     warm_start: list[str] = field(default_factory=list)  # what --warm-start gave the searcher
+    report: Any = None  # the tuning.report.Report written at the end (with opts.report)
 
 
 def _check_shared_keys(space: SearchSpace) -> None:
@@ -237,6 +243,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     _check_shared_keys(space)
     # unknown names fail here, in one line, before any decoding or Ray
     earlier = _earlier_sweeps(opts.warm_start, space, opts.storage)
+    if opts.enqueue and opts.resume:
+        raise ConfigError("--enqueue starts a sweep with given configs; a resumed sweep already has its first trials")
+    enqueued = load_points(opts.enqueue, space) if opts.enqueue else []
     SAMPLERS.get(_strategy(opts.search, space.search, {}, "tpe")[0])
     SCHEDULERS.get(_strategy(opts.scheduler, space.scheduler, {}, "asha")[0])
     name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
@@ -354,7 +363,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             metric=space.metric,
             mode=space.mode,
             sampler=_sampler(opts, space),
-            points_to_evaluate=[point],
+            points_to_evaluate=[*enqueued, point],
             sweep_uri=path,
             journal=journal,
             study_name=STUDY_NAME,
@@ -387,7 +396,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 storage_path=storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                callbacks=[progress, LedgerCallback(path)],
+                callbacks=[progress, LedgerCallback(path), *_report_callback(opts, name, storage, path)],
                 stop=BudgetStopper(path),
                 verbose=1 if opts.verbose else 0,
             ),
@@ -400,11 +409,12 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     ledger = Ledger.read(path)
     ledger.finished = time.time()
     ledger.write(path)
+    final_report = _final_report(opts, name, storage)
     out = SweepResult(
         name, path, space.metric, space.mode, None, {}, None, None, wall,
         trials=len(grid), budget_s=ledger.budget_s, budget_stopped=list(ledger.budget_stopped),
         preset_trial_id=ledger.preset_trial,
-        warm_start=[] if opts.resume else warm_lines,
+        warm_start=[] if opts.resume else warm_lines, report=final_report,
     )
     for result in (grid[i] for i in range(len(grid))):
         if ledger.preset_trial and (result.metrics or {}).get("trial_id") == ledger.preset_trial:
@@ -419,6 +429,28 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     out.best_metric = _best_metric(best, space)
     out.best_checkpoint = best.checkpoint.path if best.checkpoint else metrics.get("checkpoint_path")
     return out
+
+
+def _report_callback(opts: SweepOptions, name: str, storage: str, path: str) -> list[tune.Callback]:
+    if not opts.report:
+        return []
+    from tuning.report._live import ReportCallback
+
+    return [ReportCallback(name, storage, path, opts.report_dir)]
+
+
+def _final_report(opts: SweepOptions, name: str, storage: str) -> Any:
+    """The sweep's report as it ended, PNGs included (``--report``); a failure is a warning:
+    the sweep's results are already safe on disk."""
+    if not opts.report:
+        return None
+    from tuning.report import build_report
+
+    try:
+        return build_report(Sweep.open(name, storage), Path(opts.report_dir) if opts.report_dir else None)
+    except Exception as exc:  # the sweep is done and recorded; only its page is missing
+        log.warning("the sweep's report was not written: %s: %s", type(exc).__name__, exc)
+        return None
 
 
 def _check_counts(opts: SweepOptions) -> None:

@@ -22,6 +22,7 @@ from mlflow_server import MlflowServer, PendingServer, free_port, launch_mlflow_
 from training.checkpoint import load_checkpoint
 from tuning import results
 from tuning._mlflow import (
+    EXPERIMENT_KIND_TAG,
     MlflowUnreachableError,
     Tags,
     artifact_location_for,
@@ -32,6 +33,7 @@ from tuning._mlflow import (
 from tuning.cli import main
 from tuning.export import CHECKPOINT_ARTIFACT, ExportSummary, export_sweep
 from tuning.export._runs import log_batch
+from tuning.report import SECTIONS
 
 # an lr that learns the colours in one epoch and one that cannot: ASHA must stop a trial
 # (the reasoning is in tests/asha_check.py)
@@ -137,6 +139,43 @@ def test_one_parent_with_a_nested_run_per_trial(
     assert len(all_runs) == len(frame) + 1
 
 
+def test_the_sweeps_report_is_on_its_parent_run(exported: ExportSummary, client: MlflowClient, frame: pd.DataFrame) -> None:
+    def files(path: str) -> set[str]:
+        out: set[str] = set()
+        for a in client.list_artifacts(exported.parent_run_id, path):
+            out |= files(a.path) if a.is_dir else {a.path}
+        return out
+
+    logged = files("report")
+    assert "report/report.html" in logged
+    assert sorted(exported.report_artifacts) == sorted(f.removeprefix("report/") for f in logged)
+    page = Path(client.download_artifacts(exported.parent_run_id, "report/report.html")).read_text()
+    assert all(f"<td>{tid}</td>" in page for tid in frame["trial_id"])
+    if shutil.which("chromium") or os.environ.get("CI"):  # PNGs need the browser: CI installs it
+        assert {f"report/png/{s}.png" for s in SECTIONS} <= logged
+
+
+def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(exported: ExportSummary, client: MlflowClient) -> None:
+    """MLflow 3.17's UI lands an experiment on its GenAI overview; the URL poketune prints
+    opens the runs view, checked in a real browser."""
+    from browser import visit
+
+    exp = client.get_experiment(exported.experiment_id)
+    assert exp.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert exported.url and exported.url.startswith(client.tracking_uri)
+    runs_page = exported.url.rsplit("/runs/", 1)[0] + "/runs?workflowType=machine_learning"
+    seen = visit(
+        runs_page,
+        ready=f"document.body && document.body.innerText.includes({NAME!r})",
+        probe="document.body.innerText",
+        screenshot=Path(__file__).resolve().parents[2] / "test-artifacts" / "mlflow_runs.png",
+    )
+    assert f"/#/experiments/{exported.experiment_id}/runs" in seen.location
+    assert "matching run" in seen.probe  # the runs table's footer, not the GenAI overview
+    assert "Traces" not in seen.probe.split(NAME)[0].split("Runs")[-1]  # the Runs tab is the one open
+    assert seen.errors == []
+
+
 def test_trial_runs_have_params_history_and_tags(
     exported: ExportSummary, client: MlflowClient, frame: pd.DataFrame, sweep: str
 ) -> None:
@@ -212,7 +251,7 @@ def test_top_trials_have_models_and_evaluation_artifacts(
 
 def test_reexport_updates_in_place(exported: ExportSummary, client: MlflowClient, sweep: str, server: MlflowServer) -> None:
     before = {r.info.run_id for r in client.search_runs([exported.experiment_id])}
-    again = export_sweep(NAME, sweep, server.uri, top=TOP)
+    again = export_sweep(NAME, sweep, server.uri, top=TOP, report=False)
     assert again.parent_run_id == exported.parent_run_id
     assert again.trial_runs == exported.trial_runs
     assert (again.created, again.updated) == (0, len(exported.trial_runs))
@@ -239,14 +278,14 @@ def test_reexport_appends_new_epochs_and_replaces_a_stale_model(
     full = result_file.read_text()
     result_file.write_text(full.splitlines()[0] + "\n")
 
-    first = export_sweep(NAME, str(storage), server.uri, experiment="incremental", all_trials=True)
+    first = export_sweep(NAME, str(storage), server.uri, experiment="incremental", all_trials=True, report=False)
     run_id = first.trial_runs[tid]
     assert set(first.trial_runs) == set(full_frame["trial_id"]) and tid in first.models_logged
     assert [m.step for m in client.get_metric_history(run_id, "val_f1")] == [1]
     [old_model] = _logged_models(client, first, run_id)
 
     result_file.write_text(full)
-    second = export_sweep(NAME, str(storage), server.uri, experiment="incremental", all_trials=True)
+    second = export_sweep(NAME, str(storage), server.uri, experiment="incremental", all_trials=True, report=False)
     # only the trial that trained further gets a new model; the others' are unchanged
     assert second.trial_runs[tid] == run_id and second.models_logged == [tid]
     assert sorted(second.models_unchanged) == sorted(set(first.models_logged) - {tid})

@@ -14,7 +14,7 @@ from ray.tune import schedulers
 
 from tuning import results
 from tuning.cli import main
-from tuning.space import SpaceError, load_space
+from tuning.space import SpaceError, load_points, load_space
 from tuning.strategies import SAMPLERS, SCHEDULERS
 from tuning.sweep import SweepOptions, _sampler, _scheduler, run_sweep
 
@@ -129,3 +129,59 @@ def test_warm_start_gives_the_searcher_the_earlier_trials(tmp_path: Path, ray_se
     with pytest.raises(results.SweepNotFoundError, match="nope"):
         run_sweep(SweepOptions(space=str(second_space), data=str(data), samples=1, name="third",
                                storage=storage, warm_start=["nope"]))  # fmt: skip
+
+
+ENQUEUE = """
+- optim.lr: 3.0e-3
+  loss.imbalance: focal
+- optim: {lr: 1.0e-4}
+  model.dropout: 0.4
+"""
+
+
+def test_enqueued_configs_are_checked_with_file_and_line(tmp_path: Path) -> None:
+    space = load_space(_space(tmp_path))
+    preset, _ = space.preset_point()
+    good = tmp_path / "good.yaml"
+    good.write_text(ENQUEUE)
+    first, second = load_points(good, space)
+    # what the file says, and the preset's value for what it leaves out
+    assert first == {**preset, "optim.lr": 3.0e-3, "loss.imbalance": "focal"}
+    assert second == {**preset, "optim.lr": 1.0e-4, "model.dropout": 0.4}
+    bad = tmp_path / "bad.yaml"
+    for text, line, message in [
+        ("optim.lr: 3.0e-3\nmodel.stages: 3\n", 2, "model.stages: not a searched parameter of this space; it searches optim.lr, model.dropout, loss.imbalance"),
+        ("- optim.lr: 1.0\n", 1, "[0].optim.lr: 1.0 is outside the searched range [0.0001, 0.01]"),
+        ("loss.imbalance: sampler\n", 1, "loss.imbalance: 'sampler' is not one of the choices ['none', 'focal']"),
+        ("[]\n", None, "a config to enqueue is a mapping"),
+    ]:
+        bad.write_text(text)
+        where = f"{bad}:{line}: " if line else f"{bad}: "
+        with pytest.raises(SpaceError, match="^" + re.escape(where + message)):
+            load_points(bad, space)
+
+
+def test_enqueued_configs_run_first_then_the_preset(tmp_path: Path, ray_session: None) -> None:
+    data = make_colour_data(tmp_path / "colours", per_class=8)
+    storage = str(tmp_path / "runs")
+    configs = tmp_path / "enqueue.yaml"
+    configs.write_text(ENQUEUE)
+    space = load_space(_space(tmp_path))
+    preset, _ = space.preset_point()
+    run_sweep(SweepOptions(space=str(_space(tmp_path)), data=str(data), samples=4, name="q", storage=storage,
+                           max_concurrent=1, enqueue=str(configs)))  # fmt: skip
+    sweep = results.Sweep.open("q", storage)
+    study = sweep.study()
+    asked = [t.params for t in sorted(study.trials, key=lambda t: t.number)]
+    assert asked[0] == {**preset, "optim.lr": 3.0e-3, "loss.imbalance": "focal"}
+    assert asked[1] == {**preset, "optim.lr": 1.0e-4, "model.dropout": 0.4}
+    assert asked[2] == preset
+    # the trials ran them in that order, and the preset trial is still recognised as such
+    frame = sweep.trials().sort_values("order")
+    assert frame["optim.lr"].tolist()[:2] == pytest.approx([3.0e-3, 1.0e-4])
+    assert frame["preset"].tolist()[:3] == [False, False, True]
+    configs.write_text("optim.lr: 5\n")
+    with pytest.raises(SpaceError, match=re.escape("enqueue.yaml:1: optim.lr: 5 is outside")):
+        run_sweep(SweepOptions(space=str(_space(tmp_path)), data=str(data), samples=1, name="q2", storage=storage,
+                               enqueue=str(configs)))  # fmt: skip
+    assert not (Path(storage) / "q2").exists()  # refused before anything was written

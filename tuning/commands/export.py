@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     models = p.add_mutually_exclusive_group()
     models.add_argument("--top", type=int_at_least(0), default=3, help="log the models of the K best trials (default 3; 0: none)")
     models.add_argument("--all", action="store_true", help="log every trial's model")
+    p.add_argument("--no-report", action="store_true", help="do not attach the sweep's HTML report to its parent run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = export_sweep(
         args.name, args.storage, args.mlflow_uri or default_tracking_uri(),
-        experiment=args.experiment, top=args.top, all_trials=args.all,
+        experiment=args.experiment, top=args.top, all_trials=args.all, report=not args.no_report,
     )
     print(summary)
     return 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from tuning.commands._common import positive_float
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", required=True, choices=["task1", "task2", "task3"])
     p.add_argument("--out", required=True, help="output folder (Kaggle layout)")
-    p.add_argument("--scale", type=float, default=1.0, help="1.0 = the seeds' 3600 images (task3: 1200)")
+    p.add_argument("--scale", type=positive_float, default=1.0, help="1.0 = the seeds' 3600 images (task3: 1200)")
     p.add_argument("--seed", type=int, default=0)
 
 

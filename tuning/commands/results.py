@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from tuning.commands._common import UsageError, add_storage
+from tuning.commands._common import UsageError, add_storage, int_at_least
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,7 +18,7 @@ FORMATS = ("table", "csv", "parquet", "json")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="sweep name")
     add_storage(p)
-    p.add_argument("--top", type=int, help="first K rows")
+    p.add_argument("--top", type=int_at_least(1), help="first K rows")
     p.add_argument("--sort", help="sort by this column (descending; prefix with + for ascending)")
     p.add_argument("--where", help="pandas query, e.g. \"status == 'completed' and best_val_f1 > 0.5\"")
     p.add_argument("--history", action="store_true", help="one row per trial epoch")

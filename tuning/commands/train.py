@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from training.tasks import TASKS, preset_config  # config only: no torch
-from tuning.commands._common import overrides
+from tuning.commands._common import int_at_least, overrides
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=TASKS.names())
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=1e-3")
-    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")
+    p.add_argument("--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
     p.add_argument("--out", help="run folder (default ./poketune_runs/train/TASK-TIME)")
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from tuning.commands._common import add_storage, int_at_least, overrides
+from tuning.commands._common import add_storage, gpu_amount, int_at_least, overrides, positive_float
 from tuning.strategies import SAMPLERS, SCHEDULERS  # names only: no Ray, no Optuna
 
 if TYPE_CHECKING:
@@ -19,10 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int_at_least(1), help="number of trials (default: as many as --time-budget allows)")
     p.add_argument("--name", help="sweep name (default SPACE-TIME)")
     add_storage(p)
-    p.add_argument("--max-concurrent", type=int, help="default: what the cluster's resources allow")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per training worker")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per training worker; fractions pack trials on a GPU")
-    p.add_argument("--workers-per-trial", type=int, default=1, help=">1: data-parallel TorchTrainer per trial")
+    p.add_argument("--max-concurrent", type=int_at_least(1), help="default: what the cluster's resources allow")
+    p.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="CPUs per training worker")
+    p.add_argument("--gpus-per-trial", type=gpu_amount, default=0.0, help="GPUs per training worker; fractions pack trials on a GPU")
+    p.add_argument("--workers-per-trial", type=int_at_least(1), default=1, help=">1: data-parallel TorchTrainer per trial")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument(
         "--time-budget", type=_duration, metavar="DURATION",
@@ -32,11 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--time-budget-s", type=_duration, metavar="SECONDS", help="the budget in seconds")
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's TPE sampler and the trials")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this --name")
-    p.add_argument("--max-failures", type=int, default=2, help="retries per trial after a worker/node dies")
+    p.add_argument("--max-failures", type=int_at_least(-1), default=2, help="retries per trial after a worker/node dies (-1: no limit)")
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a fixed config key for every trial")
     p.add_argument("--mlflow-uri", help="export the sweep to this MLflow tracking URI when it ends")
+    p.add_argument(
+        "--report", nargs="?", const="", metavar="DIR",
+        help="write the HTML report as trials finish (the page reloads itself), with PNGs at the end; "
+        "DIR default: the sweep's report/ folder",
+    )
     p.add_argument("--warm-start", action="append", metavar="SWEEP", help="start the searcher from the finished trials of an earlier sweep of the same task in --storage (repeatable)")
+    p.add_argument("--enqueue", metavar="CONFIGS.yaml", help="configs to evaluate first, before the preset: a mapping or a list of mappings of searched parameters to values (the rest take the preset's)")
     p.add_argument("--search", choices=SAMPLERS.names(), help="Optuna sampler (default: the space's `search:`, else tpe; see tuning/strategies.py)")
     p.add_argument("--scheduler", choices=SCHEDULERS.names(), help="trial scheduler (default: the space's `scheduler:`, else asha)")
 
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         max_failures=args.max_failures, overrides=overrides(args.set),
         search=args.search, scheduler=args.scheduler,
         warm_start=[n for arg in args.warm_start or [] for n in arg.split(",") if n],
+        report=args.report is not None, report_dir=args.report or None, enqueue=args.enqueue,
     )
     if args.mlflow_uri:
         from tuning._mlflow import ensure_reachable
@@ -105,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     for key, value in result.best_config.items():
         print(f"  {key} = {value}")
     print(f"checkpoint: {result.best_checkpoint}")
+    if result.report is not None:
+        print(result.report)
     print(f"next: poketune results {result.name} --storage {opts.storage}")
     if args.mlflow_uri:
         from tuning.export import export_sweep

@@ -33,9 +33,10 @@ from tuning._mlflow import (
     ensure_reachable,
     experiment_name,
     get_or_create_experiment,
+    runs_url,
     tracking,
 )
-from tuning.export._model import CHECKPOINT_ARTIFACT, ValidationData, log_trial_model
+from tuning.export._model import CHECKPOINT_ARTIFACT, log_trial_model
 from tuning.export._runs import (
     find_sweep_run,
     find_trial_runs,
@@ -44,6 +45,7 @@ from tuning.export._runs import (
     sweep_key,
 )
 from tuning.storage import DATA_CHECK, SWEEP_META, SWEEP_SPACE, resolve_storage
+from tuning.validation import ValidationData, checkpoint_dir
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -58,6 +60,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("poketune")
+
+#: where the sweep's HTML report and PNGs go in its parent run
+REPORT_ARTIFACTS = "report"
 
 #: per-epoch metrics copied to each trial run, when the trial reported them
 EPOCH_METRICS = ("train_loss", "val_loss", "val_f1", "val_acc", "lr", "epoch_time_s", "train_images_per_s")
@@ -86,12 +91,13 @@ class ExportSummary:
     models_logged: list[str] = field(default_factory=list)  # trial ids
     models_unchanged: list[str] = field(default_factory=list)  # already logged, not retrained since
     warnings: list[str] = field(default_factory=list)
+    report_artifacts: list[str] = field(default_factory=list)  # the report's files on the parent run
 
     @property
     def url(self) -> str | None:
         if not self.tracking_uri.startswith(("http://", "https://")):
             return None
-        return f"{self.tracking_uri}/#/experiments/{self.experiment_id}/runs/{self.parent_run_id}"
+        return runs_url(self.tracking_uri, self.experiment_id, self.parent_run_id)
 
     def __str__(self) -> str:
         lines = [
@@ -102,6 +108,13 @@ class ExportSummary:
             + (f" ({', '.join(self.models_logged)})" if self.models_logged else "")
             + (f", {len(self.models_unchanged)} unchanged" if self.models_unchanged else ""),
         ]
+        if self.report_artifacts:
+            lines.append(f"  report: {len(self.report_artifacts)} files under the parent run's {REPORT_ARTIFACTS}/")
+        if self.url is None:  # a local store: say where its UI will show the runs
+            lines.append(
+                f"  MLflow UI: mlflow ui --backend-store-uri {self.tracking_uri}, then open "
+                f"{runs_url('http://127.0.0.1:5000', self.experiment_id)}"
+            )
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -149,16 +162,6 @@ def _changed_metrics(run: Run | None, values: dict[str, float]) -> list[tuple[st
         (k, v, now, 0) for k, v in values.items()
         if math.isfinite(v) and (k not in logged or not math.isclose(logged[k], v, rel_tol=1e-12))
     ]
-
-
-def _checkpoint_dir(row: dict[str, Any]) -> Path | None:
-    """The trial's checkpoint folder here (the recorded path may be on the cluster's storage)."""
-    recorded = row.get("checkpoint")
-    if isinstance(recorded, str) and (Path(recorded) / "checkpoint.pt").is_file():
-        return Path(recorded)
-    trial_dir = Path(str(row.get("trial_dir", "")))
-    found = sorted(trial_dir.glob("checkpoint_*/checkpoint.pt")) if trial_dir.is_dir() else []
-    return found[-1].parent if found else None
 
 
 def _start_ms(created: str | None) -> int | None:
@@ -287,6 +290,18 @@ def _log_trial(
     return str(run_id)
 
 
+def _log_report(client: MlflowClient, run_id: str, sweep: results.Sweep, summary_warnings: list[str]) -> list[str]:
+    """The sweep's report (HTML and PNGs) on its parent run, so the MLflow UI shows it."""
+    from tuning.report import build_report
+
+    with tempfile.TemporaryDirectory(prefix="poketune-report-") as tmp:
+        page = build_report(sweep, Path(tmp))
+        if page.png_note:
+            summary_warnings.append(page.png_note)
+        client.log_artifacts(run_id, tmp, artifact_path=REPORT_ARTIFACTS)
+        return sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file())
+
+
 def _missing(value: Any) -> bool:
     try:
         return bool(pd.isna(value))
@@ -309,12 +324,14 @@ def export_sweep(
     experiment: str | None = None,
     top: int | None = 3,
     all_trials: bool = False,
+    report: bool = True,
 ) -> ExportSummary:
     """Export sweep ``name`` under ``storage`` to the MLflow tracking store at ``mlflow_uri``.
 
     Every trial gets a nested run with params, metric history and tags; the ``top`` best
     trials by the sweep's metric (every trial with ``all_trials`` or ``top=None``; none with
-    ``top=0``) also get their model and evaluation artifacts. Experiment: ``experiment`` or
+    ``top=0``) also get their model and evaluation artifacts; the parent run gets the sweep's
+    HTML report and its PNGs (``report``). Experiment: ``experiment`` or
     ``poketune-<task>``. Raises :class:`tuning._mlflow.MlflowUnreachableError` before doing
     anything if the store is down, :class:`tuning.results.SweepNotFoundError` for an
     unknown sweep.
@@ -327,11 +344,7 @@ def export_sweep(
     history = sweep.history()
     metric, maximize = sweep.space.metric, sweep.space.mode == "max"
     exp_name = experiment or experiment_name(sweep.space.task)
-    val = ValidationData(
-        root=sweep.meta.data,
-        data_hash=sweep.meta.data_hash,
-        cache_dir=sweep.meta.options.get("cache_dir"),
-    )
+    val = ValidationData.of(sweep)
     with tracking(uri) as client:
         exp_id = get_or_create_experiment(client, exp_name, uri)
         out = ExportSummary(tracking_uri=uri, experiment_id=exp_id, experiment_name=exp_name, parent_run_id="")
@@ -354,7 +367,7 @@ def export_sweep(
         for row in chosen:
             tid = str(row["trial_id"])
             run_id = out.trial_runs[tid]
-            ckpt = _checkpoint_dir(row)
+            ckpt = checkpoint_dir(row)
             if ckpt is None:
                 out.warnings.append(f"trial {tid}: no checkpoint found in {row.get('trial_dir')}; no model logged")
                 continue
@@ -372,6 +385,8 @@ def export_sweep(
             client.set_tag(run_id, Tags.MODEL_EPOCHS, str(row["epochs"]))
             client.set_tag(run_id, Tags.CHECKPOINT_ARTIFACT, CHECKPOINT_ARTIFACT)
             out.models_logged.append(tid)
+        if report:
+            out.report_artifacts = _log_report(client, out.parent_run_id, sweep, out.warnings)
         # statuses last: logging a model through the fluent API ends its run as FINISHED
         for row in rows:
             _set_status(client, out.trial_runs[str(row["trial_id"])], RUN_STATUS[str(row["status"])])

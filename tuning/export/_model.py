@@ -8,7 +8,6 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,18 +17,17 @@ import torch
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
 from training.checkpoint import CHECKPOINT_FILE, Checkpoint
-from training.config import TrainConfig
 from training.data import Preprocessing, normalize_batch
-from training.engine import PreparedData, prepare_data
+from training.engine import PreparedData
 from training.evaluation import CheckpointEval, evaluate_checkpoint
 from tuning._mlflow import MODEL_ARTIFACT, log_model
+from tuning.validation import ValidationData
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 __all__ = [
     "CHECKPOINT_ARTIFACT",
-    "ValidationData",
     "learning_curve_figure",
     "log_trial_model",
 ]
@@ -40,41 +38,6 @@ log = logging.getLogger("poketune")
 CHECKPOINT_ARTIFACT = f"checkpoint/{CHECKPOINT_FILE}"
 #: images in the model's input example
 _EXAMPLE_IMAGES = 2
-
-
-@dataclass
-class ValidationData:
-    """The sweep's validation splits, rebuilt on demand and shared by the exported trials.
-
-    Trials that share decode settings and seed share a split; the data cache makes the
-    rebuild cheap. A missing data folder only costs the evaluation artifacts.
-    """
-
-    root: str
-    data_hash: str | None
-    cache_dir: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    _splits: dict[str, PreparedData | None] = field(default_factory=dict)
-
-    def get(self, cfg: TrainConfig) -> PreparedData | None:
-        flat = cfg.to_flat()
-        key = json.dumps({k: v for k, v in flat.items() if k.startswith("data.") or k == "seed"}, sort_keys=True, default=str)
-        if key not in self._splits:
-            self._splits[key] = self._prepare(cfg)
-        return self._splits[key]
-
-    def _prepare(self, cfg: TrainConfig) -> PreparedData | None:
-        try:
-            data, _ = prepare_data(self.root, cfg, cache_dir=self.cache_dir)
-        except (OSError, ValueError) as exc:
-            self.warnings.append(f"no validation artifacts: cannot load the sweep's data {self.root} ({exc})")
-            return None
-        if self.data_hash and data.source_hash != self.data_hash:
-            self.warnings.append(
-                f"the data at {self.root} changed since the sweep (hash {data.source_hash}, sweep "
-                f"{self.data_hash}); confusion matrices and reports use the data as it is now"
-            )
-        return data
 
 
 def learning_curve_figure(history: pd.DataFrame, metric: str, maximize: bool, out: Path) -> None:

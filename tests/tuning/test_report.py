@@ -1,0 +1,247 @@
+"""``poketune report`` and ``tune --report`` on a tiny real sweep: every section with the
+sweep's own trial ids and values, the PNGs, the page rewritten as trials finish (a running
+sweep's page), and the page in a real browser (Chromium: plots drawn, no console errors)."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from asha_check import FROZEN_LR, LEARNING_LR, make_colour_data
+from PIL import Image
+
+import tuning.report as report_module
+from training.config import TrainConfig
+from tuning import results
+from tuning.cli import main
+from tuning.report import REPORT_FILE, SECTIONS, Report
+from tuning.report._figures import asha_rungs
+
+SPACE = f"""
+task: task2
+asha: {{max_epochs: 3, grace_period: 1, reduction_factor: 2}}
+fixed: {{data.image_size: 16, model.channels: 8, model.stages: 2}}
+params:
+  optim.lr: {{choice: [{FROZEN_LR}, {LEARNING_LR}]}}
+  model.dropout: {{uniform: [0.0, 0.3]}}
+"""
+NAME = "report-sweep"
+SAMPLES = 4
+#: screenshots for people to look at after CI (the folder is gitignored)
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@dataclass
+class Rewrites:
+    """Each page ``tune --report`` wrote while the sweep ran: what it said and its HTML."""
+
+    reports: list[Report] = field(default_factory=list)
+    pages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Swept:
+    storage: str
+    data: Path
+    result: Any
+    live: Rewrites
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Swept:
+    import ray
+
+    from tuning.sweep import SweepOptions, init_ray, run_sweep
+
+    tmp = tmp_path_factory.mktemp("report_sweep")
+    data = make_colour_data(tmp / "colours")
+    space = tmp / "tiny.yaml"
+    space.write_text(SPACE)
+    storage = str(tmp / "runs")
+    live = Rewrites()
+    real = report_module.build_report
+
+    def recording(sweep: results.Sweep, out: Path | None = None, **kw: Any) -> Report:
+        page = real(sweep, out, **kw)
+        if not kw.get("pngs", True):  # the live rewrites; the final report has PNGs
+            live.reports.append(page)
+            live.pages.append(page.html.read_text())
+        return page
+
+    init_ray(None, num_cpus=2)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(report_module, "build_report", recording)
+            result = run_sweep(SweepOptions(space=str(space), data=str(data), samples=SAMPLES, name=NAME,
+                                            storage=storage, seed=0, max_concurrent=1, report=True))
+    finally:
+        ray.shutdown()
+    return Swept(storage, data, result, live)
+
+
+def _tune_results(trial_dir: Path) -> list[dict[str, Any]]:
+    """What Tune wrote for one trial, read straight from its result.json (not via poketune)."""
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def _trial_dirs(swept: Swept) -> dict[str, Path]:
+    root = Path(swept.storage) / NAME
+    return {p.name: p for p in root.iterdir() if (p / "result.json").is_file()}
+
+
+def _plot(page: str, section: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The traces and layout plotly draws in ``section``'s div (Plotly.newPlot's arguments)."""
+    call = re.search(r'Plotly\.newPlot\(\s*"plot-' + re.escape(section) + r'",\s*', page)
+    assert call, f"no plot for section {section}"
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(page, call.end())
+    layout, _ = decoder.raw_decode(page, page.index("{", end))
+    return list(data), layout
+
+
+def _plot_data(page: str, section: str) -> list[dict[str, Any]]:
+    return _plot(page, section)[0]
+
+
+def _values(arr: Any) -> list[Any]:
+    """A trace's values: plotly writes numpy arrays as typed arrays ({dtype, bdata[, shape]})."""
+    if isinstance(arr, dict) and "bdata" in arr:
+        out = np.frombuffer(base64.b64decode(arr["bdata"]), dtype=arr["dtype"])
+        return out.reshape([int(n) for n in str(arr["shape"]).split(",")]).tolist() if "shape" in arr else out.tolist()
+    return list(arr)
+
+
+def test_final_report_has_every_section_with_the_sweeps_values(swept: Swept) -> None:
+    report = swept.result.report
+    assert report is not None and report.html.name == REPORT_FILE
+    assert report.not_drawn == {}, report.not_drawn
+    page = report.html.read_text()
+    for sid in (*SECTIONS, "header", "trials"):
+        assert f'<section id="{sid}">' in page, sid
+    dirs = _trial_dirs(swept)
+    assert len(dirs) == SAMPLES
+    # the sortable table: one row per trial, with its id and its best val_f1 as Tune recorded it
+    table = page[page.index('id="trials-table"'):]
+    assert table.count("<tr>") == SAMPLES + 1  # header + trials
+    for tid, folder in dirs.items():
+        best = max(r["val_f1"] for r in _tune_results(folder))
+        row = re.search(r"<tr><td>" + tid + r"</td>.*?</tr>", table)
+        assert row, tid
+        assert f"<td>{best:.4g}</td>" in row.group(0)
+    # the learning curves draw each trial's reported val_f1 per epoch
+    curves = {t["name"]: t for t in _plot_data(page, "learning-curves") if t.get("mode") == "lines"}
+    assert set(curves) == set(dirs)
+    for tid, folder in dirs.items():
+        rows = _tune_results(folder)
+        assert _values(curves[tid]["y"]) == pytest.approx([r["val_f1"] for r in rows])
+        assert _values(curves[tid]["x"]) == [r["epoch"] for r in rows]
+    # ASHA's rungs (grace 1, factor 2, 3 epochs: 1 and 2) are on the curves
+    assert asha_rungs(3, 1, 2) == [1, 2]
+    assert "rung 1" in page and "rung 2" in page
+    # best-so-far ends at the sweep's best, which is what Tune recorded
+    best_all = max(r["val_f1"] for folder in dirs.values() for r in _tune_results(folder))
+    steps = [t for t in _plot_data(page, "best-so-far") if t.get("name") == "best so far"]
+    assert steps and _values(steps[0]["y"])[-1] == pytest.approx(best_all)
+    # the header names the data's hash and counts the trials
+    meta = results.Sweep.open(NAME, swept.storage).meta
+    assert meta.data_hash in page and f"{SAMPLES}: " in page
+    # parallel coordinates cover the searched parameters
+    _, layout = _plot(page, "parallel-coordinates")
+    assert set(layout["xaxis"]["ticktext"]) >= {"optim.lr", "model.dropout"}
+
+
+def test_confusion_matrix_is_the_best_trials_validation_predictions(swept: Swept) -> None:
+    page = swept.result.report.html.read_text()
+    matrix = _plot_data(page, "confusion")[0]
+    z = _values(matrix["z"])
+    counts = [v for row in z for v in row]
+    frame = results.Sweep.open(NAME, swept.storage).trials()
+    best = frame.iloc[0]
+    # every validation image counted once: val_fraction of the 3 × 30 images, stratified
+    assert sum(counts) == round(TrainConfig().data.val_fraction * 90)
+    # the best trial learned the colours (val_f1 1.0 in Tune's record): a diagonal matrix
+    if best["best_val_f1"] == pytest.approx(1.0):
+        assert all(z[i][j] == 0 for i in range(3) for j in range(3) if i != j)
+    assert best["trial_id"] in page[page.index('id="confusion"'):page.index('id="per-class"')]
+
+
+def test_pngs_are_written_for_each_figure(swept: Swept) -> None:
+    report = swept.result.report
+    if report.png_note:  # no Chromium here: said in one line, the page is still there
+        assert "PNGs skipped" in report.png_note
+        pytest.skip(report.png_note)
+    assert set(report.pngs) == set(SECTIONS)
+    for path in report.pngs.values():
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width >= 800
+
+
+def test_tune_report_rewrote_the_page_as_trials_finished(swept: Swept) -> None:
+    live = swept.live
+    assert live.reports, "tune --report never rewrote the page while the sweep ran"
+    finished_then = [set(r.finished_trials) for r in live.reports]
+    # each rewrite knows at least what the one before did
+    assert all(a <= b for a, b in itertools.pairwise(finished_then))
+    # a running sweep's page: it says so, and lists its finished trials as finished
+    first, page = live.reports[0], live.pages[0]
+    assert first.running and first.finished_trials
+    assert "(running)" in page
+    frame = results.Sweep.open(NAME, swept.storage).trials()
+    for tid in first.finished_trials:
+        row = re.search(r"<tr><td>" + tid + r"</td>(.*?)</tr>", page)
+        assert row and not re.search(r"<td>(running|pending)</td>", row.group(1))
+    # every trial but the last to finish was on a page before the sweep ended (the last one
+    # is on the final report, written after Tuner.fit returns)
+    by_order = frame.sort_values("order")["trial_id"].tolist()
+    assert set(by_order[:-1]) <= finished_then[-1]
+    assert set(swept.result.report.finished_trials) == set(by_order)
+    assert 'http-equiv="refresh"' in page and 'http-equiv="refresh"' not in swept.result.report.html.read_text()
+
+
+def test_report_command_on_a_copy_of_the_sweep(swept: Swept, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "page"
+    assert main(["report", NAME, "--storage", swept.storage, "--out", str(out), "--no-png"]) == 0
+    assert (out / REPORT_FILE).is_file() and not (out / "png").exists()
+    assert f"report: {out / REPORT_FILE}" in capsys.readouterr().out
+    assert main(["report", "no-such-sweep", "--storage", swept.storage]) == 2
+    assert "no sweep named 'no-such-sweep'" in capsys.readouterr().err
+
+
+def test_report_in_a_real_browser(swept: Swept) -> None:
+    from browser import visit
+
+    shot = ARTIFACTS / "report.png"
+    html = swept.result.report.html
+    copy = ARTIFACTS / "report.html"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(html, copy)
+    plots = "Array.from(document.querySelectorAll('.js-plotly-plot'))"
+    seen = visit(
+        html.as_uri(),
+        ready=f"{plots}.length === {len(SECTIONS)} && {plots}.every(d => d._fullLayout && d.querySelector('.main-svg'))",
+        probe=f"""(() => {{
+            const paths = Object.fromEntries({plots}.map(d => [d.id, d.querySelectorAll('path').length]));
+            const th = document.querySelector('#trials-table th:nth-child(1)');
+            th.click();
+            const asc = Array.from(document.querySelectorAll('#trials-table tbody tr')).map(r => r.cells[0].textContent);
+            th.click();
+            const desc = Array.from(document.querySelectorAll('#trials-table tbody tr')).map(r => r.cells[0].textContent);
+            return {{paths, asc, desc}};
+        }})()""",
+        screenshot=shot,
+    )
+    assert seen.errors == []
+    assert set(seen.probe["paths"]) == {f"plot-{s}" for s in SECTIONS}
+    assert all(n > 0 for n in seen.probe["paths"].values()), seen.probe["paths"]
+    ids = sorted(_trial_dirs(swept))
+    assert seen.probe["asc"] == ids and seen.probe["desc"] == ids[::-1]
+    with Image.open(shot) as img:
+        assert img.format == "PNG" and img.height > 900

@@ -1,0 +1,86 @@
+"""A sweep's validation split, rebuilt after the sweep, and a trial's best weights evaluated
+on it: what ``export`` and ``report`` draw their confusion matrices and per-class F1 from
+(through :func:`training.evaluation.evaluate_checkpoint`, the one evaluation path)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError
+from training.config import TrainConfig
+from training.engine import PreparedData, prepare_data
+from training.evaluation import CheckpointEval, evaluate_checkpoint
+
+if TYPE_CHECKING:
+    from tuning.results import Sweep
+
+__all__ = ["ValidationData", "checkpoint_dir", "evaluate_trial"]
+
+
+@dataclass
+class ValidationData:
+    """The sweep's validation splits, rebuilt on demand and shared by the evaluated trials.
+
+    Trials that share decode settings and seed share a split; the data cache makes the
+    rebuild cheap. A missing data folder only costs the evaluation artifacts.
+    """
+
+    root: str
+    data_hash: str | None
+    cache_dir: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    _splits: dict[str, PreparedData | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, sweep: Sweep) -> ValidationData:
+        """The data the sweep trained on, where its metadata says it was."""
+        return cls(root=sweep.meta.data, data_hash=sweep.meta.data_hash, cache_dir=sweep.meta.options.get("cache_dir"))
+
+    def get(self, cfg: TrainConfig) -> PreparedData | None:
+        flat = cfg.to_flat()
+        key = json.dumps({k: v for k, v in flat.items() if k.startswith("data.") or k == "seed"}, sort_keys=True, default=str)
+        if key not in self._splits:
+            self._splits[key] = self._prepare(cfg)
+        return self._splits[key]
+
+    def _prepare(self, cfg: TrainConfig) -> PreparedData | None:
+        try:
+            data, _ = prepare_data(self.root, cfg, cache_dir=self.cache_dir)
+        except (OSError, ValueError) as exc:
+            self.warnings.append(f"no validation artifacts: cannot load the sweep's data {self.root} ({exc})")
+            return None
+        if self.data_hash and data.source_hash != self.data_hash:
+            self.warnings.append(
+                f"the data at {self.root} changed since the sweep (hash {data.source_hash}, sweep "
+                f"{self.data_hash}); confusion matrices and reports use the data as it is now"
+            )
+        return data
+
+
+def checkpoint_dir(row: dict[str, Any]) -> Path | None:
+    """A trial's checkpoint folder here, from its :meth:`Sweep.trials` row (the recorded path
+    may be on the cluster's storage; the trial folder of this copy is searched then)."""
+    recorded = row.get("checkpoint")
+    if isinstance(recorded, str) and (Path(recorded) / CHECKPOINT_FILE).is_file():
+        return Path(recorded)
+    trial_dir = Path(str(row.get("trial_dir", "")))
+    found = sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if trial_dir.is_dir() else []
+    return found[-1].parent if found else None
+
+
+def evaluate_trial(row: dict[str, Any], val: ValidationData) -> tuple[CheckpointEval | None, str]:
+    """The trial's best weights on its validation split, or None and why not."""
+    folder = checkpoint_dir(row)
+    if folder is None:
+        return None, f"trial {row.get('trial_id')} has no checkpoint in {row.get('trial_dir')}"
+    try:
+        ckpt = Checkpoint.load(folder)
+    except CheckpointError as exc:
+        return None, f"trial {row.get('trial_id')}: cannot read {folder} ({exc})"
+    data = val.get(ckpt.config)
+    if data is None or not len(data.y_val):
+        return None, val.warnings[-1] if val.warnings else f"no validation images in {val.root}"
+    return evaluate_checkpoint(ckpt, data), f"trial {row.get('trial_id')}, best weights (epoch {ckpt.best_epoch})"
