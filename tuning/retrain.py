@@ -30,9 +30,11 @@ from training.engine import PreparedData, prepare_data
 from training.ray_session import cpus_per_worker, node_cpus, torch_threads
 from tuning.results import Sweep
 from tuning.storage import is_remote, sweep_uri
+from tuning.validation import checkpoint_dir
 
 __all__ = [
     "RetrainResult",
+    "distinct_trials",
     "SourceTrial",
     "retrain",
     "retrain_config",
@@ -56,6 +58,7 @@ class SourceTrial:
     best_value: float
     best_epoch: int
     config: TrainConfig  # the config the trial trained with (Sweep.trial_config)
+    checkpoint: Path | None = None  # the trial's latest checkpoint folder here (its best weights inside)
 
 
 @dataclass
@@ -102,6 +105,7 @@ class RetrainResult:
     sources: list[SourceTrial] = field(default_factory=list)  # --top K: the K configs
     members: list[Member] = field(default_factory=list)
     preset: PresetComparison | None = None  # --vs-preset
+    refit: bool = True  # False: the members are the trials' own best weights (--no-refit)
 
     @property
     def model_uri(self) -> str | None:
@@ -125,6 +129,7 @@ def _source(sweep: Sweep, row: pd.Series) -> SourceTrial:
         best_value=float(row[f"best_{metric}"]),
         best_epoch=int(row["best_epoch"]),
         config=sweep.trial_config(str(row["trial_id"])),
+        checkpoint=checkpoint_dir(row.to_dict()),
     )
 
 
@@ -160,12 +165,9 @@ def select_trial(sweep: Sweep, trial: str | None = None) -> SourceTrial:
     return _source(sweep, row)
 
 
-def select_trials(sweep: Sweep, top: int) -> list[SourceTrial]:
-    """The ``top`` best finished trials of ``sweep`` with distinct configs (the searched
-    values a trial really had; a config sampled twice counts once, at its better score)."""
-    if top < 1:
-        raise ConfigError(f"--top must be >= 1, got {top}")
-    name = sweep.name
+def distinct_trials(sweep: Sweep, limit: int | None = None) -> list[pd.Series]:
+    """The finished trials of ``sweep`` with distinct configs, best first (the searched values
+    a trial really had; a config sampled twice counts once, at its better score)."""
     frame = sweep.trials()  # sorted best first
     usable = _usable(frame, f"best_{sweep.space.metric}")
     params = [p for p in sweep.space.params if p in usable.columns]
@@ -176,11 +178,19 @@ def select_trials(sweep: Sweep, top: int) -> list[SourceTrial]:
         if key not in seen:
             seen.add(key)
             picked.append(row)
-        if len(picked) == top:
+        if len(picked) == limit:
             break
+    return picked
+
+
+def select_trials(sweep: Sweep, top: int) -> list[SourceTrial]:
+    """The ``top`` best finished trials of ``sweep`` with distinct configs."""
+    if top < 1:
+        raise ConfigError(f"--top must be >= 1, got {top}")
+    picked = distinct_trials(sweep, top)
     if len(picked) < top:
         raise ConfigError(
-            f"--top {top}: sweep {name!r} has only {len(picked)} finished trial(s) with distinct configs"
+            f"--top {top}: sweep {sweep.name!r} has only {len(picked)} finished trial(s) with distinct configs"
         )
     return [_source(sweep, row) for row in picked]
 
@@ -247,6 +257,22 @@ def _train_seed(
     return path, list(ckpt.history), str(result.path)
 
 
+@dataclass
+class _Kept:
+    path: Path
+    history: list[dict[str, Any]]
+    seed: int
+    epochs: int
+
+
+def _kept_weights(source: SourceTrial, out: Path) -> _Kept:
+    """The trial's best weights as an inference checkpoint (``--no-refit``)."""
+    if source.checkpoint is None:
+        raise ConfigError(f"trial {source.trial_id} of sweep {source.sweep!r} has no checkpoint to keep")
+    ckpt = Checkpoint.load(source.checkpoint)
+    return _Kept(ckpt.for_inference().save(out), list(ckpt.history), ckpt.config.seed, ckpt.best_epoch)
+
+
 def _unused_stamp(root: Path, stamp: str) -> str:
     """``stamp``, or ``stamp-2``... if a retrain already used it: Ray Train resumes a run that
     has the same name, so a second retrain within the same second must not reuse one."""
@@ -290,6 +316,8 @@ def _log_and_register(
         "seeds": ",".join(map(str, result.seeds)),
         # what the registered model is made of: trial, seed and epochs of every member
         "members": json.dumps([dataclasses.asdict(m) for m in result.members]),
+        # False: the members are the trials' own best weights, trained on the train split only
+        "refit": str(result.refit).lower(),
     }
     with tracking(uri) as client:
         exp_id = get_or_create_experiment(client, experiment, uri)
@@ -382,6 +410,7 @@ def retrain(
     address: str | None = None,
     verbose: bool = False,
     vs_preset: bool = False,
+    refit: bool = True,
 ) -> RetrainResult:
     """Retrain sweep ``name``'s best trial (or ``trial``, or its ``top`` best distinct
     configs) on train+val, ``seeds`` times each.
@@ -392,6 +421,12 @@ def retrain(
     ensemble version of ``registered_name`` (default ``poketune-<task>``); without it only
     the local checkpoints are written. ``vs_preset`` also trains the task's preset once on the
     sweep's own train/validation split and records both scores (:class:`PresetComparison`).
+
+    ``refit=False`` trains nothing: each member is the source trial's own best weights, as
+    the sweep left them (trained on the train split, the epoch its validation score peaked).
+    An ensemble of the top trials that way costs no training time, so a budget can go to the
+    sweep; on the task2 quality set it scored above the refitted best trial
+    (``docs/benchmarks.md``).
     """
     from training.ray_session import init_ray
     from tuning._mlflow import ensure_reachable, experiment_name, registered_model_name
@@ -405,6 +440,8 @@ def retrain(
         # before any training: finding out after half an hour of GPU time is too late
         mlflow_uri = ensure_reachable(mlflow_uri, hint="retrain without --mlflow-uri to skip MLflow")
 
+    if not refit and (seeds != 1 or epochs != "best" or workers != 1 or use_gpu):
+        raise ConfigError("--no-refit keeps the trials' own weights: --seeds, --epochs, --workers and --gpu do not apply")
     sweep = Sweep.open(name, storage)
     if trial is not None and top != 1:
         raise ConfigError("--trial and --top are exclusive: one names a trial, the other the K best")
@@ -414,7 +451,7 @@ def retrain(
     base = source.config
     cache_dir = sweep.meta.options.get("cache_dir")
     check_before_training(data_root, base.data, cache_dir=cache_dir)
-    prepared, _ = prepare_data(data_root, base, cache_dir=cache_dir, train_on_all=True)
+    prepared, _ = prepare_data(data_root, base, cache_dir=cache_dir, train_on_all=refit)
     train_share = 1.0
     if epochs == "steps":  # the trials' own split (a cache hit): how many images they trained on
         split, _ = prepare_data(data_root, base, cache_dir=cache_dir)
@@ -426,11 +463,6 @@ def retrain(
             f"the data under {data_root} changed since sweep {name!r} ran "
             f"(hash {prepared.source_hash} != {sweep.meta.data_hash})"
         )
-    init_ray(address, verbose=verbose)
-    import ray
-
-    data_ref = ray.put(prepared)
-    cpus = _cpus_per_worker(workers)
     retrain_root = f"{sweep_uri(storage, name)}/retrain"
     local_root = (
         Path(tempfile.gettempdir()) / "poketune-retrain" / name
@@ -439,31 +471,47 @@ def retrain(
     )
     stamp = _unused_stamp(local_root, f"{t0:%Y%m%d-%H%M%S}")
     seed_list = [base.seed + k for k in range(seeds)]
-    checkpoints, histories, run_dirs, members = [], [], [], []
-    # every data.* key is shared by a sweep's trials (the loader refuses searching them), so
-    # one decoded set serves every member
-    for src, seed in ((src, seed) for src in sources for seed in seed_list):
-        src_epochs = _epochs(src, epochs, train_share)
-        cfg = retrain_config(src, epochs=src_epochs, seed=seed, num_threads=torch_threads(cpus))
-        run_name = f"{stamp}-seed{seed}" if len(sources) == 1 else f"{stamp}-{src.trial_id}-seed{seed}"
-        members.append(Member(src.trial_id, seed, src_epochs))
-        path, history, run_dir = _train_seed(
-            cfg,
-            data_ref,
-            storage_path=retrain_root,
-            run_name=run_name,
-            local_dir=local_root / run_name,
-            workers=workers,
-            use_gpu=use_gpu,
-            cpus_per_worker=cpus,
-        )
-        checkpoints.append(path)
-        histories.append(history)
-        run_dirs.append(run_dir)
+    checkpoints: list[Path] = []
+    histories: list[list[dict[str, Any]]] = []
+    run_dirs: list[str] = []
+    members: list[Member] = []
+    if not refit:  # the trials' own best weights: nothing to train, no Ray
+        for src in sources:
+            kept = _kept_weights(src, local_root / f"{stamp}-{src.trial_id}-norefit")
+            checkpoints.append(kept.path)
+            histories.append(kept.history)
+            run_dirs.append(str(src.checkpoint))
+            members.append(Member(src.trial_id, kept.seed, kept.epochs))
+    else:
+        init_ray(address, verbose=verbose)
+        import ray
+
+        data_ref = ray.put(prepared)
+        cpus = _cpus_per_worker(workers)
+        # every data.* key is shared by a sweep's trials (the loader refuses searching them),
+        # so one decoded set serves every member
+        for src, seed in ((src, seed) for src in sources for seed in seed_list):
+            src_epochs = _epochs(src, epochs, train_share)
+            cfg = retrain_config(src, epochs=src_epochs, seed=seed, num_threads=torch_threads(cpus))
+            run_name = f"{stamp}-seed{seed}" if len(sources) == 1 else f"{stamp}-{src.trial_id}-seed{seed}"
+            members.append(Member(src.trial_id, seed, src_epochs))
+            path, history, run_dir = _train_seed(
+                cfg,
+                data_ref,
+                storage_path=retrain_root,
+                run_name=run_name,
+                local_dir=local_root / run_name,
+                workers=workers,
+                use_gpu=use_gpu,
+                cpus_per_worker=cpus,
+            )
+            checkpoints.append(path)
+            histories.append(history)
+            run_dirs.append(run_dir)
     out = RetrainResult(
         source=source,
         epochs=n_epochs,
-        seeds=seed_list,
+        seeds=seed_list if refit else sorted({m.seed for m in members}),
         checkpoints=checkpoints,
         run_dirs=run_dirs,
         histories=histories,
@@ -471,6 +519,7 @@ def retrain(
         warnings=warnings,
         sources=sources,
         members=members,
+        refit=refit,
     )
     if vs_preset:
         out.preset = _train_preset(sweep, source, data_root, cache_dir, local_root / f"{stamp}-preset")

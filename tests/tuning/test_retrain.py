@@ -21,7 +21,7 @@ import torch
 from mlflow_server import MlflowServer, free_port, mlflow_server_fixture
 
 from training.checkpoint import load_checkpoint
-from training.config import DataConfig
+from training.config import ConfigError, DataConfig
 from training.data import Preprocessing, load_split, normalize_batch
 from training.engine import LocalReporter, fit
 from tuning import results
@@ -342,3 +342,25 @@ def test_epochs_steps_keeps_the_trials_optimizer_steps_on_the_larger_set() -> No
     assert _epochs(src, "steps", 0.8) == 8  # 10 epochs of 80 % of the images = 8 of all
     assert _epochs(SimpleNamespace(best_epoch=1), "steps", 0.8) == 1
     assert _epochs(src, 3, 0.8) == 3
+
+
+def test_no_refit_registers_the_trials_own_best_weights(
+    sweep: tuple[str, str], mlflow_server: MlflowServer, task2_data: Path
+) -> None:
+    frame = results.Sweep.open(*sweep).trials()
+    top = [str(t) for t in frame["trial_id"][:2]]
+    res = retrain(*sweep, mlflow_uri=mlflow_server.uri, top=2, refit=False, registered_name="poketune-norefit")
+    assert [m.trial_id for m in res.members] == top and not res.refit
+    for member, path, row in zip(res.members, res.checkpoints, frame.head(2).to_dict("records"), strict=True):
+        trial_ckpt = load_checkpoint(next(Path(row["trial_dir"]).glob("checkpoint_*/checkpoint.pt")))
+        kept = load_checkpoint(path)
+        # the weights of the trial's best epoch, untouched, and the epoch it says
+        assert member.epochs == trial_ckpt.best_epoch == row["best_epoch"]
+        for key, value in trial_ckpt.best_weights.items():
+            assert torch.equal(kept.model[key], value), key
+    assert res.run_dirs == [str(Path(p)) for p in res.run_dirs] and all("checkpoint_" in d for d in res.run_dirs)
+    tags = client_tags(mlflow_server.uri, "poketune-norefit", res.version)
+    assert tags["refit"] == "false" and json.loads(tags["members"])[0]["trial_id"] == top[0]
+    assert len(load_predictor(res.model_uri or "", mlflow_server.uri).members) == 2
+    with pytest.raises(ConfigError, match="--no-refit keeps the trials' own weights"):
+        retrain(*sweep, mlflow_uri=None, refit=False, seeds=2)

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", help="MLflow experiment (default poketune-<task>, as poketune export)")
     p.add_argument("--data", help="dataset folder (default: the one the sweep used)")
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
+    p.add_argument("--no-refit", action="store_true", help="train nothing: register the trials' own best weights (trained on the train split) as the model; with --top K an ensemble that costs no training time")
     p.add_argument("--vs-preset", action="store_true", help="also train the task's preset once (poketune train, its own epochs) on the sweep's split and print both scores: what tuning bought")
 
 
@@ -47,18 +48,22 @@ def run(args: argparse.Namespace) -> int:
         address=args.address,
         verbose=args.verbose,
         vs_preset=args.vs_preset,
+        refit=not args.no_refit,
     )
     for src in res.sources or [res.source]:
-        print(
-            f"retrained trial {src.trial_id} of sweep {src.sweep!r} (best_{src.metric} "
-            f"{src.best_value:.4f} at epoch {src.best_epoch}) "
+        what = (
             f"for {next(m.epochs for m in res.members if m.trial_id == src.trial_id)} epochs, seeds {res.seeds}"
+            if res.refit else "kept as trained (its best weights, train split only: --no-refit)"
+        )
+        print(
+            f"{'retrained' if res.refit else 'registered'} trial {src.trial_id} of sweep {src.sweep!r} "
+            f"(best_{src.metric} {src.best_value:.4f} at epoch {src.best_epoch}) {what}"
         )
     for member, hist, ckpt, run_dir in zip(res.members, res.histories, res.checkpoints, res.run_dirs, strict=True):
         loss = hist[-1]["train_loss"] if hist else float("nan")
         print(f"  trial {member.trial_id} seed {member.seed}: {member.epochs} epochs, final train_loss {loss:.4f}")
         print(f"    checkpoint: {ckpt}")
-        print(f"    Ray Train run: {run_dir}")
+        print(f"    {'Ray Train run' if res.refit else 'from'}: {run_dir}")
     if res.model_uri:
         print(f"MLflow run {res.mlflow_run_id} at {res.mlflow_uri}")
         print(f"registered {res.model_uri} ({len(res.checkpoints)}-member ensemble)")
