@@ -88,6 +88,9 @@ class PreparedData:
     # pixels that augmentation moves in from outside the frame: the background colour where
     # images were composited over it (task1's white), else black/transparent as before
     augment_fill: tuple[float, ...] = ()
+    #: the images' ids (``train.csv``'s id column or the file stem), row for row
+    train_ids: tuple[str, ...] = ()
+    val_ids: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -132,6 +135,8 @@ def prepare_data(
         preprocessing=images.preprocessing,
         source_hash=images.source_hash,
         augment_fill=augment_fill(images.preprocessing, images.report),
+        train_ids=tuple(images.ids[i] for i in tr),
+        val_ids=tuple(images.ids[i] for i in va),
     )
     return data, images.report
 

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("tune", "run a Ray Tune sweep (Optuna TPE + ASHA) from a YAML search space"),
     "results": ("results", "query a sweep's trials as a table / CSV / Parquet / JSON"),
     "report": ("report", "write a sweep's HTML report (plots, learning curves, trial table)"),
+    "errors": ("errors", "a sweep's best model's mistakes and the likely mislabelled images (cleanlab)"),
     "export": ("export", "export a sweep's trials to MLflow"),
     "retrain": ("retrain", "retrain the best trial's config on train+val and register it"),
     "submit": ("submit", "predict the test images and write a validated submission CSV"),

@@ -34,8 +34,8 @@ from tuning.validation import checkpoint_dir
 
 __all__ = [
     "RetrainResult",
-    "distinct_trials",
     "SourceTrial",
+    "distinct_trials",
     "retrain",
     "retrain_config",
     "select_trial",

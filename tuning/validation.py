@@ -17,7 +17,7 @@ from training.evaluation import CheckpointEval, evaluate_checkpoint
 if TYPE_CHECKING:
     from tuning.results import Sweep
 
-__all__ = ["ValidationData", "checkpoint_dir", "evaluate_trial"]
+__all__ = ["TrialEvaluation", "ValidationData", "checkpoint_dir", "confusion_png", "evaluate_trial"]
 
 
 @dataclass
@@ -71,7 +71,16 @@ def checkpoint_dir(row: dict[str, Any]) -> Path | None:
     return found[-1].parent if found else None
 
 
-def evaluate_trial(row: dict[str, Any], val: ValidationData) -> tuple[CheckpointEval | None, str]:
+@dataclass
+class TrialEvaluation:
+    """A trial's best weights on its validation split, and that split (its images and ids)."""
+
+    eval: CheckpointEval
+    data: PreparedData
+    title: str  # "trial ID, best weights (epoch N)"
+
+
+def evaluate_trial(row: dict[str, Any], val: ValidationData) -> tuple[TrialEvaluation | None, str]:
     """The trial's best weights on its validation split, or None and why not."""
     folder = checkpoint_dir(row)
     if folder is None:
@@ -83,4 +92,18 @@ def evaluate_trial(row: dict[str, Any], val: ValidationData) -> tuple[Checkpoint
     data = val.get(ckpt.config)
     if data is None or not len(data.y_val):
         return None, val.warnings[-1] if val.warnings else f"no validation images in {val.root}"
-    return evaluate_checkpoint(ckpt, data), f"trial {row.get('trial_id')}, best weights (epoch {ckpt.best_epoch})"
+    title = f"trial {row.get('trial_id')}, best weights (epoch {ckpt.best_epoch})"
+    return TrialEvaluation(evaluate_checkpoint(ckpt, data), data, title), title
+
+
+def confusion_png(ev: CheckpointEval, out: Path, title: str) -> None:
+    """The confusion matrix as a PNG (matplotlib; rows: true class)."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(6.0, 0.6 * len(ev.class_names) + 2)
+    fig = Figure(figsize=(size, size), layout="constrained")
+    ax = fig.subplots()
+    ConfusionMatrixDisplay(ev.confusion(), display_labels=ev.class_names).plot(ax=ax, colorbar=False, xticks_rotation=45)
+    ax.set_title(f"{title} (macro F1 {ev.macro_f1:.3f})")
+    fig.savefig(out, dpi=100)

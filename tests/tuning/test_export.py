@@ -153,6 +153,8 @@ def test_the_sweeps_report_is_on_its_parent_run(exported: ExportSummary, client:
     assert all(f"<td>{tid}</td>" in page for tid in frame["trial_id"])
     if shutil.which("chromium") or os.environ.get("CI"):  # PNGs need the browser: CI installs it
         assert {f"report/png/{s}.png" for s in SECTIONS} <= logged
+    # and the error report of the best trial (poketune errors)
+    assert files("errors") >= {f"errors/{f}" for f in ("per_class.csv", "label_issues.csv", "label_issues.png", "confusion_matrix.png")}
 
 
 def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(exported: ExportSummary, client: MlflowClient) -> None:

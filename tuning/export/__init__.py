@@ -61,8 +61,9 @@ __all__ = [
 
 log = logging.getLogger("poketune")
 
-#: where the sweep's HTML report and PNGs go in its parent run
+#: where the sweep's HTML report and PNGs, and its error report, go in its parent run
 REPORT_ARTIFACTS = "report"
+ERRORS_ARTIFACTS = "errors"
 
 #: per-epoch metrics copied to each trial run, when the trial reported them
 EPOCH_METRICS = ("train_loss", "val_loss", "val_f1", "val_acc", "lr", "epoch_time_s", "train_images_per_s")
@@ -291,7 +292,9 @@ def _log_trial(
 
 
 def _log_report(client: MlflowClient, run_id: str, sweep: results.Sweep, summary_warnings: list[str]) -> list[str]:
-    """The sweep's report (HTML and PNGs) on its parent run, so the MLflow UI shows it."""
+    """The sweep's report (HTML and PNGs) and its error report (``poketune errors``) on its
+    parent run, so the MLflow UI shows them."""
+    from tuning.error_report import build_error_report
     from tuning.report import build_report
 
     with tempfile.TemporaryDirectory(prefix="poketune-report-") as tmp:
@@ -299,7 +302,15 @@ def _log_report(client: MlflowClient, run_id: str, sweep: results.Sweep, summary
         if page.png_note:
             summary_warnings.append(page.png_note)
         client.log_artifacts(run_id, tmp, artifact_path=REPORT_ARTIFACTS)
-        return sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file())
+        logged = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file())
+    with tempfile.TemporaryDirectory(prefix="poketune-errors-") as tmp:
+        try:
+            build_error_report(sweep, Path(tmp))
+        except results.SweepStateError as exc:  # no scored trial with a checkpoint yet
+            summary_warnings.append(f"no error report: {exc}")
+        else:
+            client.log_artifacts(run_id, tmp, artifact_path=ERRORS_ARTIFACTS)
+    return logged
 
 
 def _missing(value: Any) -> bool:

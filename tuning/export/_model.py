@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+from sklearn.metrics import classification_report
 
 from training.checkpoint import CHECKPOINT_FILE, Checkpoint
 from training.data import Preprocessing, normalize_batch
 from training.engine import PreparedData
 from training.evaluation import CheckpointEval, evaluate_checkpoint
 from tuning._mlflow import MODEL_ARTIFACT, log_model
-from tuning.validation import ValidationData
+from tuning.validation import ValidationData, confusion_png
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -61,19 +61,6 @@ def learning_curve_figure(history: pd.DataFrame, metric: str, maximize: bool, ou
     for ax in (loss_ax, score_ax):
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.savefig(out, dpi=100)
-
-
-def _confusion_figure(ev: CheckpointEval, out: Path) -> None:
-    from matplotlib.figure import Figure
-
-    size = max(6.0, 0.6 * len(ev.class_names) + 2)
-    fig = Figure(figsize=(size, size), layout="constrained")
-    ax = fig.subplots()
-    ConfusionMatrixDisplay(ev.confusion(), display_labels=ev.class_names).plot(
-        ax=ax, colorbar=False, xticks_rotation=45
-    )
-    ax.set_title(f"validation, best weights (macro F1 {ev.macro_f1:.3f})")
     fig.savefig(out, dpi=100)
 
 
@@ -124,7 +111,7 @@ def log_trial_model(
         folder = Path(tmp)
         if data is not None and len(data.y_val):
             ev = evaluate_checkpoint(ckpt, data)
-            _confusion_figure(ev, folder / "confusion_matrix.png")
+            confusion_png(ev, folder / "confusion_matrix.png", "validation, best weights")
             _write_report(ev, folder)
         if len(history):
             learning_curve_figure(history, metric, maximize, folder / "learning_curve.png")

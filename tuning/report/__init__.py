@@ -161,9 +161,10 @@ def build_report(sweep: Sweep, out: Path | None = None, *, pngs: bool = True, re
               "Optuna's record: each finished trial's last reported value")
     best_col = f"best_{metric}"
     scored = trials[trials[best_col].notna()] if len(trials) and best_col in trials else None
-    evaluation, why = (None, f"no trial has reported {metric} yet")
+    evaluation, why = None, f"no trial has reported {metric} yet"
     if scored is not None and len(scored):
-        evaluation, why = evaluate_trial(scored.iloc[0].to_dict(), ValidationData.of(sweep))
+        trial_eval, why = evaluate_trial(scored.iloc[0].to_dict(), ValidationData.of(sweep))
+        evaluation = trial_eval.eval if trial_eval else None
 
     for sid, draw in (("confusion", confusion), ("per-class", per_class_f1)):
         _draw(sections, not_drawn, sid, lambda draw=draw: _of_best(draw, evaluation, why))  # type: ignore[misc]

@@ -55,6 +55,8 @@ table.sortable th[data-order="desc"]::after { content: " ▼"; }
 .note { color: #666; font-size: 0.9em; } .notdrawn { color: #a60; }
 nav a { margin-right: 1em; font-size: 0.9em; }
 .tablewrap { max-height: 600px; overflow: auto; }
+/* Optuna's slice plot is 300 px per parameter: wide figures scroll inside their section */
+.figure { overflow-x: auto; }
 """
 
 
@@ -96,8 +98,8 @@ def render_page(title: str, facts: dict[str, str], sections: list[Section], tria
     for s in sections:
         body = ""
         if s.figure is not None:
-            body = s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{s.id}",
-                                    config={"displaylogo": False, "responsive": True})
+            body = '<div class="figure">' + s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{s.id}",
+                                    config={"displaylogo": False, "responsive": True}) + "</div>"
         note_class = "note" if s.figure is not None else "note notdrawn"
         note = f'<p class="{note_class}">{html.escape(s.note)}</p>' if s.note else ""
         parts.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{note}{body}</section>')
