@@ -106,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: the ``bench`` options that only some benchmarks take (see ``run_benchmark``)
-BENCH_OPTIONS = ("task", "budget", "seeds", "artwork")
+BENCH_OPTIONS = ("task", "budget", "seeds", "first_seed", "artwork")
 
 
 def _add_quality_options(p: argparse.ArgumentParser) -> None:
@@ -114,6 +114,7 @@ def _add_quality_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", choices=("task1", "task2", "task3"), help="default task2")
     g.add_argument("--budget", help="wall clock per arm: 90s, 20m, 1h (default 20m; quick 40s)")
     g.add_argument("--seeds", type=int, help="training seeds (default 3; quick 1)")
+    g.add_argument("--first-seed", type=int, help="the first training seed (default 0): --first-seed 2 --seeds 1 runs seed 2 alone")
     g.add_argument("--artwork", help="the Pokémon artwork folder (default ../shared/data/pokemon-artwork)")
 
 

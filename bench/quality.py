@@ -50,7 +50,7 @@ __all__ = ["OPTIONS", "QUALITY_TASKS", "QualityTask", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: the options ``poketune bench`` passes to this benchmark's :func:`run`
-OPTIONS = ("task", "budget", "seeds", "artwork")
+OPTIONS = ("task", "budget", "seeds", "first_seed", "artwork")
 #: the flow's final model: the 3 best distinct trials' own best weights, averaged, no refit.
 #: On the first task2 sweep measured (seed 0, docs/benchmarks.md) the refitted best trial
 #: scored 0.344 test macro-F1, its own checkpoint 0.355 and this ensemble 0.421, and a
@@ -333,6 +333,7 @@ def run(
     task: str = "task2",
     budget: str | float | None = None,
     seeds: int | None = None,
+    first_seed: int | None = None,
     artwork: str | Path | None = None,
 ) -> BenchReport:
     t0 = time.perf_counter()
@@ -345,12 +346,14 @@ def run(
     n_seeds = seeds if seeds is not None else (1 if quick else int(_FULL["seeds"]))
     if n_seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {n_seeds}")
+    # a long measurement split across sessions: --first-seed 2 --seeds 1 runs the third seed
+    seed_list = list(range(first_seed or 0, (first_seed or 0) + n_seeds))
     samples = int(_QUICK["samples"]) if quick else spec.samples
     name = f"quality_{task}"
     config: dict[str, Any] = {
         "task": task, "preset": spec.preset, "space": spec.space, "baseline": spec.baseline,
         "budget_s": budget_s, "tune_budget_s": TUNE_SHARE * budget_s, "samples": samples,
-        "seeds": list(range(n_seeds)), "data_seed": 0,
+        "seeds": seed_list, "data_seed": 0,
     }  # fmt: skip
     # absolute: the steps run with the repository as their working directory
     out = Path(out).resolve()
@@ -369,7 +372,7 @@ def run(
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     arms: list[Arm] = []
-    for seed in range(n_seeds):
+    for seed in seed_list:
         work = out / "quality" / f"{task}{'-quick' if quick else ''}" / f"{stamp}-seed{seed}"
         for arm_name in ARMS:
             print(f"[quality {task}] seed {seed}: {arm_name} (budget {budget_s:.0f}s)", flush=True)

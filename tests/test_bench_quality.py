@@ -199,6 +199,10 @@ def test_the_report_holds_every_arm_the_margins_and_the_targets(
     assert wall.value == 10.0 and wall.limit == 5.0 and wall.met is False  # over budget: said so
     doc = json.loads(report.write(tmp_path).read_text())
     assert doc["benchmark"] == "quality_task2" and doc["config"]["seeds"] == [0, 1]
+    # a measurement split across sessions: the third seed alone
+    later = quality.run(quick=True, out=tmp_path, task="task2", seeds=1, first_seed=2, budget="5s")
+    assert [r["seed"] for r in later.tables["per seed and arm"]] == [2, 2, 2]
+    assert later.config["seeds"] == [2]
 
 
 def test_the_cli_passes_task_budget_and_seeds(
@@ -218,6 +222,9 @@ def test_the_cli_passes_task_budget_and_seeds(
     assert main([*argv, "--out", str(tmp_path)]) == 0
     assert seen == {"task": "task1", "budget": "5m", "seeds": 2, "quick": False}
     assert (tmp_path / "quality_task1.json").is_file()
+    seen.clear()
+    assert main([*argv, "--first-seed", "2", "--out", str(tmp_path)]) == 0
+    assert seen["first_seed"] == 2 and seen["seeds"] == 2
 
 
 def test_bench_all_leaves_the_hour_long_quality_run_out() -> None:
