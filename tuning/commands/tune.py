@@ -118,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
     if args.mlflow_uri:
         from tuning.export import export_sweep
 
-        export_sweep(result.name, args.storage, args.mlflow_uri)
+        print(export_sweep(result.name, args.storage, args.mlflow_uri))
     return 0
