@@ -24,9 +24,9 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from tuning.results import Sweep
-    from tuning.validation import TrialEvaluation
+    from tuning.validation import TrialEvaluation, ValidationData
 
-__all__ = ["ErrorReport", "build_error_report", "default_errors_dir"]
+__all__ = ["ErrorReport", "build_error_report"]
 
 log = logging.getLogger("poketune")
 
@@ -60,12 +60,6 @@ class ErrorReport:
         for r in self.suspects.head(5).itertuples():
             lines.append(f"    {r.id}: labelled {r.given} (p {r.p_given:.2f}), looks like {r.predicted} (p {r.p_predicted:.2f})")
         return "\n".join(lines)
-
-
-def default_errors_dir(sweep: Sweep) -> Path:
-    from tuning.report import default_report_dir
-
-    return default_report_dir(sweep).parent / "errors"
 
 
 def _confused_pairs(cm: np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -139,16 +133,19 @@ def _contact_sheet(images: list[np.ndarray], captions: list[str], out: Path, tit
     fig.savefig(out, dpi=90)
 
 
-def build_error_report(sweep: Sweep, out: Path | None = None, *, top: int = 24) -> ErrorReport:
+def build_error_report(
+    sweep: Sweep, out: Path | None = None, *, top: int = 24, val: ValidationData | None = None
+) -> ErrorReport:
     """Write the error report of ``sweep``'s best trial into ``out`` (default: next to the
-    sweep's report) and return it."""
+    sweep's report) and return it; ``val``: the sweep's validation splits, if already built."""
+    from tuning.report import default_report_dir
     from tuning.results import SweepStateError
     from tuning.validation import ValidationData, confusion_png, evaluate_trial
 
-    out = out or default_errors_dir(sweep)
+    out = out or default_report_dir(sweep, "errors")
     out.mkdir(parents=True, exist_ok=True)
     best = sweep.best_trial()
-    te, why = evaluate_trial(best.to_dict(), ValidationData.of(sweep))
+    te, why = evaluate_trial(best.to_dict(), val or ValidationData.of(sweep))
     if te is None:
         raise SweepStateError(f"sweep {sweep.name!r}: no error report: {why}")
     ev, names, x = te.eval, te.eval.class_names, te.data.x_val

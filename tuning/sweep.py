@@ -396,7 +396,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 storage_path=storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                callbacks=[progress, LedgerCallback(path), *_report_callback(opts, name, storage, path)],
+                callbacks=[progress, LedgerCallback(path), *_report_callback(opts, name, storage)],
                 stop=BudgetStopper(path),
                 verbose=1 if opts.verbose else 0,
             ),
@@ -431,12 +431,12 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     return out
 
 
-def _report_callback(opts: SweepOptions, name: str, storage: str, path: str) -> list[tune.Callback]:
+def _report_callback(opts: SweepOptions, name: str, storage: str) -> list[tune.Callback]:
     if not opts.report:
         return []
     from tuning.report._live import ReportCallback
 
-    return [ReportCallback(name, storage, path, opts.report_dir)]
+    return [ReportCallback(name, storage, opts.report_dir)]
 
 
 def _final_report(opts: SweepOptions, name: str, storage: str) -> Any:

@@ -299,3 +299,17 @@ def test_error_report_finds_the_planted_label_error(swept: Swept, tmp_path: Path
     assert main(["errors", NAME, "--storage", swept.storage, "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert f"{swept.planted}: labelled blue" in out and "disputed labels" in out
+
+
+def test_each_sweep_has_its_own_report_and_errors_folders() -> None:
+    from types import SimpleNamespace
+
+    from tuning.report import default_report_dir
+
+    local = SimpleNamespace(name="a", storage="/runs", path=Path("/runs/a"))
+    assert default_report_dir(local) == Path("/runs/a/report")  # type: ignore[arg-type]
+    assert default_report_dir(local, "errors") == Path("/runs/a/errors")  # type: ignore[arg-type]
+    # remote storage: the local copy is a cache, so the pages go under ./poketune_reports/NAME
+    remote = [SimpleNamespace(name=n, storage="s3://bucket/runs", path=Path(f"/tmp/sync/{n}")) for n in ("a", "b")]
+    folders = {default_report_dir(s, kind) for s in remote for kind in ("report", "errors")}  # type: ignore[arg-type]
+    assert folders == {Path("poketune_reports") / n / k for n in ("a", "b") for k in ("report", "errors")}

@@ -291,21 +291,23 @@ def _log_trial(
     return str(run_id)
 
 
-def _log_report(client: MlflowClient, run_id: str, sweep: results.Sweep, summary_warnings: list[str]) -> list[str]:
+def _log_report(
+    client: MlflowClient, run_id: str, sweep: results.Sweep, val: ValidationData, summary_warnings: list[str]
+) -> list[str]:
     """The sweep's report (HTML and PNGs) and its error report (``poketune errors``) on its
     parent run, so the MLflow UI shows them."""
     from tuning.error_report import build_error_report
     from tuning.report import build_report
 
     with tempfile.TemporaryDirectory(prefix="poketune-report-") as tmp:
-        page = build_report(sweep, Path(tmp))
+        page = build_report(sweep, Path(tmp), val=val)
         if page.png_note:
             summary_warnings.append(page.png_note)
         client.log_artifacts(run_id, tmp, artifact_path=REPORT_ARTIFACTS)
         logged = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file())
     with tempfile.TemporaryDirectory(prefix="poketune-errors-") as tmp:
         try:
-            build_error_report(sweep, Path(tmp))
+            build_error_report(sweep, Path(tmp), val=val)
         except results.SweepStateError as exc:  # no scored trial with a checkpoint yet
             summary_warnings.append(f"no error report: {exc}")
         else:
@@ -397,7 +399,7 @@ def export_sweep(
             client.set_tag(run_id, Tags.CHECKPOINT_ARTIFACT, CHECKPOINT_ARTIFACT)
             out.models_logged.append(tid)
         if report:
-            out.report_artifacts = _log_report(client, out.parent_run_id, sweep, out.warnings)
+            out.report_artifacts = _log_report(client, out.parent_run_id, sweep, val, out.warnings)
         # statuses last: logging a model through the fluent API ends its run as FINISHED
         for row in rows:
             _set_status(client, out.trial_runs[str(row["trial_id"])], RUN_STATUS[str(row["status"])])

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from training.evaluation import CheckpointEval
     from tuning.results import Sweep
+    from tuning.validation import ValidationData
 
 __all__ = ["REPORT_FILE", "SECTIONS", "Report", "build_report", "default_report_dir"]
 
@@ -78,12 +79,13 @@ class Report:
         return "\n".join(lines)
 
 
-def default_report_dir(sweep: Sweep) -> Path:
-    """Next to the sweep for local storage; under ./poketune_reports for remote storage (its
-    local copy is a cache)."""
+def default_report_dir(sweep: Sweep, kind: str = "report") -> Path:
+    """Where a sweep's ``kind`` pages go (``report``, ``errors``): in the sweep's folder for
+    local storage; under ./poketune_reports/NAME for remote storage (its local copy is a cache)."""
     from tuning.storage import is_remote
 
-    return Path("poketune_reports") / sweep.name if is_remote(sweep.storage) else sweep.path / "report"
+    base = Path("poketune_reports") / sweep.name if is_remote(sweep.storage) else sweep.path
+    return base / kind
 
 
 def _duration(seconds: float) -> str:
@@ -138,10 +140,14 @@ def _of_best(draw: Callable[[CheckpointEval, str], go.Figure], evaluation: Check
     return draw(evaluation, why)
 
 
-def build_report(sweep: Sweep, out: Path | None = None, *, pngs: bool = True, refresh_s: int | None = None) -> Report:
+def build_report(
+    sweep: Sweep, out: Path | None = None, *, pngs: bool = True, refresh_s: int | None = None,
+    val: ValidationData | None = None,
+) -> Report:
     """Write the report of ``sweep`` into folder ``out`` (default :func:`default_report_dir`)
     and return what was written. ``pngs=False`` skips the PNG export (a live rewrite);
-    ``refresh_s`` makes the page reload itself in the browser that often."""
+    ``refresh_s`` makes the page reload itself in the browser that often; ``val``: the
+    sweep's validation splits when the caller has them already (export)."""
     from tuning.validation import ValidationData, evaluate_trial
 
     out = out or default_report_dir(sweep)
@@ -163,7 +169,7 @@ def build_report(sweep: Sweep, out: Path | None = None, *, pngs: bool = True, re
     scored = trials[trials[best_col].notna()] if len(trials) and best_col in trials else None
     evaluation, why = None, f"no trial has reported {metric} yet"
     if scored is not None and len(scored):
-        trial_eval, why = evaluate_trial(scored.iloc[0].to_dict(), ValidationData.of(sweep))
+        trial_eval, why = evaluate_trial(scored.iloc[0].to_dict(), val or ValidationData.of(sweep))
         evaluation = trial_eval.eval if trial_eval else None
 
     for sid, draw in (("confusion", confusion), ("per-class", per_class_f1)):

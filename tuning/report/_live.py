@@ -30,8 +30,11 @@ class ReportCallback(tune.Callback):
     """Rewrites ``out/report.html`` (no PNGs: those come with the final report) once the
     sweep's saved state shows each trial that has finished or failed since the last page."""
 
-    def __init__(self, name: str, storage: str, sweep_uri: str, out: str | None) -> None:
-        self.name, self.storage, self.sweep_uri, self.out = name, storage, sweep_uri, out
+    def __init__(self, name: str, storage: str, out: str | None) -> None:
+        from tuning.storage import sweep_uri
+
+        self.name, self.storage, self.out = name, storage, out
+        self.sweep_uri = sweep_uri(storage, name)
         self.due: set[str] = set()
         self._seen_state = 0.0
         self._last_look = 0.0
