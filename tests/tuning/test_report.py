@@ -258,20 +258,26 @@ def test_report_in_a_real_browser(swept: Swept) -> None:
         ready=f"{plots}.length === {len(SECTIONS)} && {plots}.every(d => d._fullLayout && d.querySelector('.main-svg'))",
         probe=f"""(() => {{
             const paths = Object.fromEntries({plots}.map(d => [d.id, d.querySelectorAll('path').length]));
-            const th = document.querySelector('#trials-table th:nth-child(1)');
-            th.click();
-            const asc = Array.from(document.querySelectorAll('#trials-table tbody tr')).map(r => r.cells[0].textContent);
-            th.click();
-            const desc = Array.from(document.querySelectorAll('#trials-table tbody tr')).map(r => r.cells[0].textContent);
-            return {{paths, asc, desc}};
+            const heads = Array.from(document.querySelectorAll('#trials-table th'));
+            const column = i => Array.from(document.querySelectorAll('#trials-table tbody tr')).map(r => r.cells[i].textContent);
+            heads[0].click();
+            const asc = column(0);
+            heads[0].click();
+            const desc = column(0);
+            const f1 = heads.findIndex(h => h.textContent === 'best_val_f1');
+            heads[f1].click();
+            return {{paths, asc, desc, f1: column(f1)}};
         }})()""",
         screenshot=shot,
     )
     assert seen.errors == []
     assert set(seen.probe["paths"]) == {f"plot-{s}" for s in SECTIONS}
     assert all(n > 0 for n in seen.probe["paths"].values()), seen.probe["paths"]
+    # trial ids sort as text, even when one of them is all digits
     ids = sorted(_trial_dirs(swept))
     assert seen.probe["asc"] == ids and seen.probe["desc"] == ids[::-1]
+    # a column of numbers sorts as numbers
+    assert [float(v) for v in seen.probe["f1"]] == sorted(float(v) for v in seen.probe["f1"])
     with Image.open(shot) as img:
         assert img.format == "PNG" and img.height > 900
 
@@ -313,3 +319,31 @@ def test_each_sweep_has_its_own_report_and_errors_folders() -> None:
     remote = [SimpleNamespace(name=n, storage="s3://bucket/runs", path=Path(f"/tmp/sync/{n}")) for n in ("a", "b")]
     folders = {default_report_dir(s, kind) for s in remote for kind in ("report", "errors")}  # type: ignore[arg-type]
     assert folders == {Path("poketune_reports") / n / k for n in ("a", "b") for k in ("report", "errors")}
+
+
+def test_the_trial_table_sorts_ids_as_text_and_numbers_as_numbers(tmp_path: Path) -> None:
+    """Tune's trial ids are 8 hex digits: one may be all digits (83641186) beside 1def2e92,
+    and the column must still sort as text. A column of numbers sorts by value (10 > 9)."""
+    import pandas as pd
+    from browser import visit
+
+    from tuning.report._page import render_page
+
+    frame = pd.DataFrame({"trial_id": ["83641186", "1def2e92", "0a1b2c3d"], "best_val_f1": [0.5, 10.0, 9.0]})
+    page = tmp_path / "table.html"
+    page.write_text(render_page("t", {}, [], frame))
+    seen = visit(
+        page.as_uri(),
+        ready="document.querySelector('#trials-table') !== null",
+        probe="""(() => {
+            const heads = document.querySelectorAll('#trials-table th');
+            const column = i => Array.from(document.querySelectorAll('#trials-table tbody tr')).map(r => r.cells[i].textContent);
+            heads[0].click();
+            const ids = column(0);
+            heads[1].click();
+            return {ids, f1: column(1)};
+        })()""",
+    )
+    assert seen.errors == []
+    assert seen.probe["ids"] == ["0a1b2c3d", "1def2e92", "83641186"]
+    assert seen.probe["f1"] == ["0.5", "9", "10"]

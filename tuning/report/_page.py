@@ -25,7 +25,9 @@ class Section:
     note: str = ""  # shown under the title; the whole content when there is no figure
 
 
-# clicking a column header sorts the table by it (numbers as numbers; again: reversed)
+# clicking a column header sorts the table by it (again: reversed). A column sorts as numbers
+# only when every filled cell in it is a number: trial ids such as 83641186 and 1def2e92
+# share a column and must sort as text, both of them
 _SORT_JS = """
 document.querySelectorAll("table.sortable th").forEach((th, col) => {
   th.addEventListener("click", () => {
@@ -33,11 +35,12 @@ document.querySelectorAll("table.sortable th").forEach((th, col) => {
     const asc = th.dataset.order !== "asc";
     th.closest("tr").querySelectorAll("th").forEach(h => delete h.dataset.order);
     th.dataset.order = asc ? "asc" : "desc";
-    const key = td => { const t = td.textContent.trim(); const n = parseFloat(t);
-      return t !== "" && !isNaN(n) && isFinite(t) ? n : t; };
     const rows = Array.from(body.rows);
-    rows.sort((a, b) => { const x = key(a.cells[col]), y = key(b.cells[col]);
-      const c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+    const text = r => r.cells[col].textContent.trim();
+    const numeric = rows.every(r => text(r) === "" || isFinite(text(r)));
+    const key = r => numeric ? (text(r) === "" ? Infinity : parseFloat(text(r))) : text(r);
+    rows.sort((a, b) => { const x = key(a), y = key(b);
+      const c = x < y ? -1 : x > y ? 1 : 0;
       return asc ? c : -c; });
     rows.forEach(r => body.appendChild(r));
   });
