@@ -51,11 +51,18 @@ BENCHMARKS.register("features")(
 BENCHMARKS.register("quality")(
     ("quality", "test macro-F1 on real artwork: bare baseline vs preset vs tune→retrain→submit")
 )
+BENCHMARKS.register("cv_selection")(
+    ("cv_selection", "test macro-F1 of the config a sweep selects, with and without --cv 3")
+)
 
 #: every benchmark, cheap ones first, so a failure of ``poketune bench all`` shows early
-ORDER = ("data", "overhead", "trial_overhead", "sweep_efficiency", "seeds", "gpu", "features", "quality")
-#: run only when named: ``all`` leaves them out (quality takes about an hour per task)
-ON_DEMAND = ("quality",)
+ORDER = (
+    "data", "overhead", "trial_overhead", "sweep_efficiency", "seeds", "gpu", "features", "quality",
+    "cv_selection",
+)  # fmt: skip
+#: run only when named: ``all`` leaves them out (quality takes about an hour per task,
+#: cv_selection 1.5 hours)
+ON_DEMAND = ("quality", "cv_selection")
 
 
 def run_benchmark(
@@ -106,15 +113,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: the ``bench`` options that only some benchmarks take (see ``run_benchmark``)
-BENCH_OPTIONS = ("task", "budget", "seeds", "first_seed", "artwork")
+BENCH_OPTIONS = ("task", "budget", "seeds", "first_seed", "artwork", "arms")
 
 
 def _add_quality_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("quality (the others ignore these)")
+    g = p.add_argument_group("quality and cv_selection (the others ignore these)")
     g.add_argument("--task", choices=("task1", "task2", "task3"), help="default task2")
     g.add_argument("--budget", help="wall clock per arm: 90s, 20m, 1h (default 20m; quick 40s)")
     g.add_argument("--seeds", type=int, help="training seeds (default 3; quick 1)")
     g.add_argument("--first-seed", type=int, help="the first training seed (default 0): --first-seed 2 --seeds 1 runs seed 2 alone")
+    g.add_argument("--arms", help="quality: the arms to run, comma-separated (default baseline,preset,flow)")
     g.add_argument("--artwork", help="the Pokémon artwork folder (default ../shared/data/pokemon-artwork)")
 
 

@@ -231,3 +231,60 @@ def test_bench_all_leaves_the_hour_long_quality_run_out() -> None:
     from bench import ON_DEMAND, ORDER
 
     assert "quality" in ORDER and "quality" in ON_DEMAND
+
+
+@needs_artwork
+def test_cv_selection_runs_both_arms_the_same_way_but_for_cv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bench import cv_selection
+
+    commands: list[tuple[str, list[str]]] = []
+
+    def fake_run(arm: quality.Arm, name: str, command: list[str], log_dir: Path, timeout_s: float) -> str:
+        commands.append((arm.arm, command))
+        arm.steps.append(quality.Step(name, command, 30.0 if name == "tune" else 5.0, ""))
+        if name == "tune":
+            return "best trial abc123: val_f1 0.5000\n"
+        return "retrained trial abc123 of sweep 'x' (best_val_f1 0.5 at epoch 4) for 4 epochs, seeds [0]\n"
+
+    monkeypatch.setattr(cv_selection, "_run", fake_run)
+    monkeypatch.setattr(cv_selection, "_trial_count", lambda name, storage: 3 if "cv3" in name else 6)
+    monkeypatch.setattr(cv_selection, "_retrain_checkpoints", lambda out, folder, since: ["m.pt"])
+    monkeypatch.setattr(cv_selection, "_submit_and_score",
+                        lambda arm, model, data, work, timeout_s: 0.4 + (0.1 if arm.arm == "cv3" else 0) + arm.seed / 100)  # fmt: skip
+    report = cv_selection.run(quick=True, out=tmp_path, seeds=2, budget="60s")
+    tunes = {(arm, tuple(c)) for arm, c in commands if "tune" in c}
+    for arm, cmd in tunes:  # the same sweep but for --cv 3
+        assert ("--cv" in cmd) == (arm == "cv3") and cmd[cmd.index("--time-budget-s") + 1] == "60"
+    # both selected configs refitted by the same recipe (not --no-refit)
+    retrains = [c for _, c in commands if "retrain" in c]
+    assert len(retrains) == 4 and not any("--no-refit" in c for c in retrains)
+    rows = report.tables["per seed and arm"]
+    assert [(r["seed"], r["arm"]) for r in rows] == [(0, "one_split"), (0, "cv3"), (1, "one_split"), (1, "cv3")]
+    assert rows[1]["s_per_trial"] == pytest.approx(10.0) and rows[0]["s_per_trial"] == pytest.approx(5.0)
+    assert report.summary["mean test macro-F1 cv3 - one_split"] == pytest.approx(0.1)
+
+
+def test_the_flow_recipe_is_the_tasks_own_and_arms_can_be_chosen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    commands: list[list[str]] = []
+
+    def fake_run(arm: quality.Arm, name: str, command: list[str], log_dir: Path, timeout_s: float) -> str:
+        commands.append(command)
+        arm.steps.append(quality.Step(name, command, 1.0, ""))
+        return "best trial abc: val_f1 0.5\n  checkpoint: /nowhere\n"
+
+    monkeypatch.setattr(quality, "_run", fake_run)
+    monkeypatch.setattr(quality, "_retrain_checkpoints", lambda out, folder, since: ["m.pt"])
+    monkeypatch.setattr(quality, "_submit_and_score", lambda arm, model, data, work, timeout_s: 0.3)
+    monkeypatch.setattr(quality, "_usable_count", lambda name, storage: 3)
+    monkeypatch.setattr(quality, "_trial_count", lambda name, storage: 5)
+    monkeypatch.setattr(quality, "build", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(quality, "build_info", lambda d: {"params": {"size": 32}, "counts": {"train": {"images": 1}, "test": {"images": 1}}, "build_s": 0.0})
+    for task, budget_share, final in [("task3", 0.6, []), ("task2", 0.9, ["--top", "3", "--no-refit"])]:
+        commands.clear()
+        report = quality.run(out=tmp_path, task=task, seeds=1, budget="100s", arms="flow")
+        assert [r["arm"] for r in report.tables["per seed and arm"]] == ["flow"]  # the other arms left out
+        tune, retrain = commands
+        assert tune[tune.index("--time-budget-s") + 1] == f"{budget_share * 100:g}"
+        assert retrain[retrain.index("retrain") + 4:] == final  # task3 refits the best trial
+    with pytest.raises(ValueError, match="unknown arm 'flo'"):
+        quality.run(out=tmp_path, task="task2", arms="flo")

@@ -56,6 +56,7 @@ CASES: list[tuple[str, Callable[[W], list[str]], str]] = [
     ("tune-cpus-inf", lambda w: ["tune", str(w["space"]), "--data", str(w["data"]), "--cpus-per-trial", "inf"], "argument --cpus-per-trial"),
     ("tune-concurrency-zero", lambda w: ["tune", str(w["space"]), "--data", str(w["data"]), "--max-concurrent", "0"], "argument --max-concurrent"),
     ("tune-failures", lambda w: ["tune", str(w["space"]), "--data", str(w["data"]), "--max-failures", "-2"], "argument --max-failures"),
+    ("tune-cv-one-fold", lambda w: ["tune", str(w["space"]), "--data", str(w["data"]), "--cv", "1"], "argument --cv"),
     ("tune-storage-scheme", lambda w: ["tune", str(w["space"]), "--data", str(w["data"]), "--storage", "ftp://host/runs"], "argument --storage"),
     ("tune-space-not-a-mapping", lambda w: ["tune", str(w["tmp"] / "list.yaml"), "--data", str(w["data"]), "--samples", "1", "--storage", str(w["storage"])], "list.yaml"),
     ("tune-space-missing", lambda w: ["tune", str(w["tmp"] / "nope.yaml"), "--data", str(w["data"]), "--samples", "1", "--storage", str(w["storage"])], "nope.yaml"),

@@ -28,6 +28,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "OutOfFold",
     "build_model_for",
     "load_checkpoint",
 ]
@@ -56,6 +57,21 @@ def build_model_for(cfg: TrainConfig, num_classes: int) -> nn.Module:
 
 
 @dataclass
+class OutOfFold:
+    """A cross-validated trial's predictions for every training image, each made by the one
+    fold model that did not train on it, at the trial's best epoch (by the folds' mean)."""
+
+    ids: list[str]  # image ids (``train.csv``), in the order of the rows below
+    labels: Tensor  # int64 N: the images' classes
+    probs: Tensor  # float32 N×C: softmax of the fold model that held the image out
+    fold: Tensor  # int64 N: which fold held it out (0-based)
+    epoch: int  # the 1-based epoch the predictions are of
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass
 class Checkpoint:
     """Everything resume, retrain and prediction need, in one record.
 
@@ -78,6 +94,11 @@ class Checkpoint:
     scaler: dict[str, Any] = field(default_factory=dict, repr=False)
     early_stop: dict[str, Any] = field(default_factory=dict, repr=False)
     source_hash: str = ""  # the training data's hash (``ImageSet.source_hash``)
+    #: a cross-validated trial (``tune --cv K``): each fold's own full state, which resume
+    #: continues; ``model``/``best_model`` above are fold 0's, so one fold serves as the
+    #: trial's model wherever a single one is asked for
+    folds: list[Checkpoint] = field(default_factory=list, repr=False)
+    oof: OutOfFold | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ derived views
     @property
@@ -99,7 +120,14 @@ class Checkpoint:
             scheduler={},
             scaler={},
             early_stop={},
+            folds=[],
+            oof=None,
         )
+
+    def members(self) -> list[Checkpoint]:
+        """The models this checkpoint stands for, ready for inference: each fold's of a
+        cross-validated trial (trained on the other folds' images), else itself."""
+        return [f.for_inference() for f in self.folds] if self.folds else [self.for_inference()]
 
     def build_model(self, *, best: bool = True) -> nn.Module:
         """The model in eval mode with its best (or last) weights, on the CPU."""
@@ -112,11 +140,25 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ (de)serialise
     def _state(self) -> dict[str, Any]:
+        # torch.save keeps shared storages shared: fold 0's tensors are written once
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         state["config"] = self.config.to_flat()
         state["preprocessing"] = self.preprocessing.to_dict()
+        state["folds"] = [f._state() for f in self.folds]
+        state["oof"] = self.oof.to_dict() if self.oof is not None else None
         state["format"] = FORMAT_VERSION
         return state
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> Checkpoint:
+        state = dict(state)
+        state.pop("format", None)
+        state["config"] = TrainConfig.from_flat(state["config"])
+        state["preprocessing"] = Preprocessing.from_dict(state["preprocessing"])
+        state["folds"] = [cls._from_state(f) for f in state.get("folds") or []]
+        oof = state.get("oof")
+        state["oof"] = OutOfFold(**oof) if oof is not None else None
+        return cls(**state)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/checkpoint.pt`` atomically (a crash leaves the previous one)."""
@@ -144,11 +186,8 @@ class Checkpoint:
                 f"{file}: checkpoint format {version!r}, this poketune reads format "
                 f"{FORMAT_VERSION}; retrain it with this version"
             )
-        state.pop("format")
         try:
-            state["config"] = TrainConfig.from_flat(state["config"])
-            state["preprocessing"] = Preprocessing.from_dict(state["preprocessing"])
-            return cls(**state)
+            return cls._from_state(state)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{file}: malformed checkpoint ({exc})") from exc
 

@@ -49,6 +49,7 @@ from training.features import (
 )
 from training.loop import (
     ArrayLoader,
+    EvalResult,
     autocast_for,
     channels_last_for,
     data_fits_on_device,
@@ -62,6 +63,7 @@ from training.optim import Scheduler, build_optimizer, build_scheduler
 
 __all__ = [
     "FitResult",
+    "Fitter",
     "LocalReporter",
     "PreparedData",
     "Reporter",
@@ -91,6 +93,9 @@ class PreparedData:
     #: the images' ids (``train.csv``'s id column or the file stem), row for row
     train_ids: tuple[str, ...] = ()
     val_ids: tuple[str, ...] = ()
+    #: which split of the data this is when there are several of one size (a CV fold):
+    #: caches keyed on the split (frozen-backbone features) tell them apart by it
+    split: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -220,15 +225,19 @@ class _Phases:
     def phase_of(self, epoch: int) -> str:
         return "head" if epoch < self.head_epochs else "finetune"
 
+    def base_lr(self, epoch: int) -> float:
+        """The configured rate of ``epoch``'s phase (before any schedule)."""
+        if self.phase_of(epoch) == "finetune" and self.head_epochs > 0 and self.cfg.optim.finetune_lr:
+            return float(self.cfg.optim.finetune_lr)
+        return float(self.cfg.optim.lr)
+
     def enter(self, epoch: int) -> bool:
         """Set up the phase for ``epoch``; True when this changed the trainable layers."""
         phase = self.phase_of(epoch)
         if phase == self.current:
             return False
         depth = 0 if phase == "head" else self.cfg.model.freeze_depth
-        lr = self.cfg.optim.lr
-        if phase == "finetune" and self.head_epochs > 0 and self.cfg.optim.finetune_lr:
-            lr = self.cfg.optim.finetune_lr
+        lr = self.base_lr(epoch)
         set_freeze_depth(self.model, depth)
         # without a validation set the plateau scheduler watches train_loss: lower is better
         mode = mode_of(self.cfg.early_stop.monitor if self.has_val else "train_loss")
@@ -257,6 +266,7 @@ class _Run:
     has_val: bool
     start_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int = -1  # 0-based epoch whose weights ``best_state`` holds
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -299,19 +309,44 @@ def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
+def _apply_new_rates(run: _Run, saved: TrainConfig, epoch: int) -> None:
+    """The learning rate and weight decay of the config in effect, on a restored optimizer.
+
+    ``load_state_dict`` puts back the rates the checkpoint was saved with. When the run goes
+    on under another config (PBT: a trial copies another's checkpoint and continues with
+    perturbed hyperparameters), the new base rate takes over with the schedule's progress
+    kept: every group's rate (and the scheduler's base rates) is scaled by new / old base.
+    """
+    new = run.phases.cfg
+    factor = run.phases.base_lr(epoch) / _Phases(saved, run.model).base_lr(epoch)
+    optimizer, scheduler = run.phases.optimizer, run.phases.scheduler
+    for group in optimizer.param_groups:
+        if factor != 1.0:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+        if "weight_decay" in group and new.optim.weight_decay != saved.optim.weight_decay:
+            group["weight_decay"] = new.optim.weight_decay
+    inner: Any = scheduler.inner
+    if factor != 1.0 and hasattr(inner, "base_lrs"):
+        inner.base_lrs = [lr * factor for lr in inner.base_lrs]
+
+
 def _restore(run: _Run, ckpt: Checkpoint) -> None:
     """Continue after ``ckpt``'s epoch with its weights, optimizer, scheduler, early-stopping
-    state and best weights."""
+    state and best weights (under the run's own config: see :func:`_apply_new_rates`)."""
     run.start_epoch = ckpt.epoch
     run.model.load_state_dict(ckpt.model)
     run.phases.enter(max(ckpt.epoch - 1, 0))
     run.phases.optimizer.load_state_dict(ckpt.optimizer)
     _match_state_layout(run.phases.optimizer)
     run.phases.scheduler.load_state_dict(ckpt.scheduler)
+    _apply_new_rates(run, ckpt.config, max(ckpt.epoch - 1, 0))
     if run.scaler is not None and ckpt.scaler:
         run.scaler.load_state_dict(ckpt.scaler)
     run.early.load_state_dict(ckpt.early_stop)
     run.best_state = ckpt.best_model
+    run.best_epoch = ckpt.best_epoch - 1
     run.history = list(ckpt.history)
 
 
@@ -325,7 +360,12 @@ class _Batches:
 
 
 def _batches(
-    cfg: TrainConfig, data: PreparedData, reporter: Reporter, device: torch.device, start_epoch: int
+    cfg: TrainConfig,
+    data: PreparedData,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    start_epoch: int,
 ) -> _Batches:
     """Loaders over the in-memory arrays, the criterion and augmentation."""
     # Data stays in host memory on CPU; on a GPU the set moves there once if it fits this
@@ -358,8 +398,8 @@ def _batches(
             y_train,
             cfg.optim.batch_size,
             sampler,
-            reporter.rank,
-            reporter.world_size,
+            rank,
+            world_size,
             pin_memory=pin,
             min_batch=2,
         ),
@@ -368,8 +408,8 @@ def _batches(
             y_val,
             cfg.eval_batch_size,
             None,
-            reporter.rank,
-            reporter.world_size,
+            rank,
+            world_size,
             pin_memory=pin,
         ),
         criterion=criterion,
@@ -387,7 +427,7 @@ def _checkpoint(run: _Run, cfg: TrainConfig, data: PreparedData, epoch: int) -> 
         model=_state_on_cpu(run.model),
         best_model=run.best_state,
         epoch=epoch + 1,
-        best_epoch=(run.early.best_epoch if run.has_val else epoch) + 1,
+        best_epoch=run.best_epoch + 1,
         history=copy.deepcopy(run.history),
         optimizer=run.phases.optimizer.state_dict(),
         scheduler=run.phases.scheduler.state_dict(),
@@ -466,10 +506,10 @@ def _validate(
     device: torch.device,
     feats: Features | None,
     num_classes: int,
-) -> dict[str, float]:
-    """val_loss/val_f1/val_acc of the current weights (NaN without a validation split)."""
+) -> EvalResult | None:
+    """The current weights on the validation split (None without one)."""
     if not run.has_val:
-        return {"val_loss": math.nan, "val_f1": math.nan, "val_acc": math.nan}
+        return None
     if feats is not None:
         return evaluate_head(
             _transfer_parts(run.model)[1],
@@ -478,7 +518,7 @@ def _validate(
             device,
             num_classes=num_classes,
             batch_size=cfg.eval_batch_size,
-        ).metrics()
+        )
     return evaluate(
         run.model,
         batches.val,
@@ -487,7 +527,152 @@ def _validate(
         num_classes=num_classes,
         amp=cfg.optim.amp,
         channels_last=run.channels_last,
-    ).metrics()
+    )
+
+
+NO_VAL = {"val_loss": math.nan, "val_f1": math.nan, "val_acc": math.nan}
+
+
+class Fitter:
+    """One model's training, an epoch at a time.
+
+    ``fit`` drives one for a run; :func:`training.cv.fit_cv` drives K of them in lockstep,
+    one per fold. A Fitter trains and validates; whether an epoch is the best so far, and
+    whether to stop, is its driver's judgement (:meth:`keep_best`), because a cross-validated
+    trial judges on the mean over its folds.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: PreparedData,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        resume: Checkpoint | None = None,
+        device: torch.device | None = None,
+        features: FeatureStore | None = None,
+        seed_offset: int = 0,
+    ) -> None:
+        self.cfg, self.data = cfg, data
+        self.rank, self.world_size = rank, world_size
+        self.device = device or _device()
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        _seed_everything(cfg.seed + rank + seed_offset)
+        if data.preprocessing.channels != cfg.in_channels:
+            raise ConfigError(
+                f"data.rgba={cfg.data.rgba!r} needs {cfg.in_channels} channels but the data has "
+                f"{data.preprocessing.channels}"
+            )
+        self.run = _build(cfg, data, self.device)
+        if resume is not None:
+            _restore(self.run, resume)
+        self.batches: _Batches | None = _batches(
+            cfg, data, rank, world_size, self.device, self.run.start_epoch
+        )
+        self.epoch = self.run.start_epoch  # the next epoch to train, 0-based
+        self.plan = plan_features(cfg, world_size=world_size, augment=self.batches.augment)
+        self.features = features
+        self.distributed = world_size > 1 and dist.is_available() and dist.is_initialized()
+        self._ddp: nn.Module = self.run.model
+        self._extra_loss = functools.partial(regularization, self.run.model)
+        self._cached: Features | None = None
+        #: the last epoch's validation predictions (None without a validation split)
+        self.last_eval: EvalResult | None = None
+        #: whether the last epoch began fine-tuning after a head phase
+        self.began_finetune = False
+
+    @property
+    def model(self) -> nn.Module:
+        return self.run.model
+
+    @property
+    def has_val(self) -> bool:
+        return self.run.has_val
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.optim.epochs
+
+    @property
+    def in_head(self) -> bool:
+        """In a head phase that fine-tuning follows (early stopping must not cut it short:
+        that would skip fine-tuning altogether)."""
+        return (
+            self.run.phases.current == "head" and self.cfg.optim.head_epochs < self.cfg.optim.epochs
+        )
+
+    @property
+    def best_epoch(self) -> int:
+        """The 0-based epoch of the kept best weights."""
+        return self.run.best_epoch
+
+    def train_epoch(self) -> dict[str, Any]:
+        """Train and validate epoch :attr:`epoch`; its metrics, short of the judgement
+        (``best_val_f1``, ``early_stopped``), which the driver adds."""
+        cfg, run, epoch, device = self.cfg, self.run, self.epoch, self.device
+        assert self.batches is not None, "train_epoch after finish"
+        entered = run.phases.enter(epoch)
+        self.began_finetune = entered and epoch > 0 and run.phases.current == "finetune"
+        if self.distributed and (entered or self._ddp is run.model):
+            # DDP records which parameters need grad when it wraps: re-wrap on phase changes
+            self._ddp = DistributedDataParallel(
+                run.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        t0 = time.perf_counter()
+        on_features = epoch < self.plan.epochs
+        extract_s = 0.0
+        if on_features and self._cached is None:
+            self._cached = _cached_features(
+                cfg, self.data, run.model, self.plan, self.batches, device, self.features
+            )
+            extract_s = self._cached.extract_s
+        feats = self._cached if on_features else None
+        train_metrics = _train_epoch(
+            cfg, run, self.batches, self._ddp, device, feats, epoch, self._extra_loss
+        )
+        train_time = time.perf_counter() - t0
+        self.last_eval = _validate(cfg, run, self.batches, device, feats, self.data.num_classes)
+        val = self.last_eval.metrics() if self.last_eval is not None else dict(NO_VAL)
+        lr = run.phases.optimizer.param_groups[0]["lr"]
+        run.phases.scheduler.step(
+            val[cfg.early_stop.monitor] if run.has_val else train_metrics["train_loss"]
+        )
+        return {
+            "epoch": epoch + 1,
+            "train_loss": train_metrics["train_loss"],
+            **val,
+            "lr": lr,
+            "epoch_time_s": time.perf_counter() - t0,
+            "train_images_per_s": train_metrics["train_images"] * self.world_size / train_time,
+            "phase": run.phases.current or "finetune",
+            # which path the epoch took (the results show it per trial)
+            "features": "cached" if on_features else "live",
+            "feature_extract_s": extract_s,
+        }
+
+    def keep_best(self) -> None:
+        """The current weights become the best ones (of the epoch just trained)."""
+        self.run.best_state = _state_on_cpu(self.run.model)
+        self.run.best_epoch = self.epoch
+
+    def end_epoch(self, metrics: dict[str, Any]) -> None:
+        """Record the epoch just trained (its metrics with the judgement) and move on."""
+        self.run.history.append(metrics)
+        self.epoch += 1
+
+    def checkpoint(self) -> Checkpoint:
+        """The state after the last ended epoch, on the CPU."""
+        return _checkpoint(self.run, self.cfg, self.data, self.epoch - 1)
+
+    def finish(self) -> nn.Module:
+        """The model with its best weights (``early_stop.restore_best``); frees the loaders."""
+        if self.cfg.early_stop.restore_best and self.run.best_state is not None:
+            self.run.model.load_state_dict(self.run.best_state)
+        self.batches = None  # the training set's device copy, if it had one
+        release_device_memory(self.device)
+        return self.run.model
 
 
 def fit(
@@ -507,103 +692,56 @@ def fit(
     features (see :mod:`training.features`; ``features`` is where they are kept).
     """
     reporter = reporter or LocalReporter()
-    device = device or _device()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    _seed_everything(cfg.seed + reporter.rank)
-    prep = data.preprocessing
-    if prep.channels != cfg.in_channels:
-        raise ConfigError(
-            f"data.rgba={cfg.data.rgba!r} needs {cfg.in_channels} channels but the data has "
-            f"{prep.channels}"
-        )
-    run = _build(cfg, data, device)
-    resume = reporter.load_checkpoint()
-    if resume is not None:
-        _restore(run, resume)
-    batches = _batches(cfg, data, reporter, device, run.start_epoch)
-    model, phases, early = run.model, run.phases, run.early
-    extra_loss = functools.partial(regularization, model)
-    distributed = reporter.world_size > 1 and dist.is_available() and dist.is_initialized()
-    ddp: nn.Module = model
-    plan = plan_features(cfg, world_size=reporter.world_size, augment=batches.augment)
-    cached: Features | None = None
-
+    fitter = Fitter(
+        cfg,
+        data,
+        rank=reporter.rank,
+        world_size=reporter.world_size,
+        resume=reporter.load_checkpoint(),
+        device=device,
+        features=features,
+    )
+    early = fitter.run.early
     stopped_early = False
-    epoch = run.start_epoch
     checkpoint: Checkpoint | None = None
     last_saved = time.perf_counter()
-    for epoch in range(run.start_epoch, cfg.optim.epochs):
-        entered = phases.enter(epoch)
-        if entered and epoch > 0 and phases.current == "finetune":
+    while not fitter.done:
+        epoch = fitter.epoch
+        metrics = fitter.train_epoch()
+        if fitter.began_finetune:
             # fine-tuning gets its own patience, as a second Keras fit() would; the best value
             # and weights carry over, so restore_best may still pick a head-phase epoch
             early.bad_epochs = 0
-        if distributed and (entered or ddp is model):
-            # DDP records which parameters need grad when it wraps: re-wrap on phase changes
-            ddp = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        t0 = time.perf_counter()
-        on_features = epoch < plan.epochs
-        extract_s = 0.0
-        if on_features and cached is None:
-            cached = _cached_features(cfg, data, model, plan, batches, device, features)
-            extract_s = cached.extract_s
-        feats = cached if on_features else None
-        train_metrics = _train_epoch(cfg, run, batches, ddp, device, feats, epoch, extra_loss)
-        train_time = time.perf_counter() - t0
-        val = _validate(cfg, run, batches, device, feats, data.num_classes)
-        lr = phases.optimizer.param_groups[0]["lr"]
-        monitored = val[cfg.early_stop.monitor] if run.has_val else train_metrics["train_loss"]
-        phases.scheduler.step(monitored)
-        improved = early.update(epoch, val) if run.has_val else True
+        improved = early.update(epoch, metrics) if fitter.has_val else True
         if improved:
-            run.best_state = _state_on_cpu(model)
-        # early stopping ends fine-tuning; it never cuts the head phase short (that would skip
-        # fine-tuning altogether) unless the whole run is head-only
-        in_head = phases.current == "head" and cfg.optim.head_epochs < cfg.optim.epochs
-        stop = run.has_val and not in_head and early.should_stop(epoch)
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": train_metrics["train_loss"],
-            **val,
-            "lr": lr,
-            "epoch_time_s": time.perf_counter() - t0,
-            "train_images_per_s": train_metrics["train_images"] * reporter.world_size / train_time,
-            "best_val_f1": max([h["val_f1"] for h in run.history] + [val["val_f1"]]),
-            "phase": phases.current or "finetune",
-            "early_stopped": bool(stop),
-            # which path the epoch took (the results show it per trial)
-            "features": "cached" if on_features else "live",
-            "feature_extract_s": extract_s,
-        }
-        run.history.append(metrics)
+            fitter.keep_best()
+        stop = fitter.has_val and not fitter.in_head and early.should_stop(epoch)
+        metrics["best_val_f1"] = max(
+            [h["val_f1"] for h in fitter.run.history] + [metrics["val_f1"]]
+        )
+        metrics["early_stopped"] = bool(stop)
+        fitter.end_epoch(metrics)
         checkpoint = None
         # the best weights and the final state are never lost; in between, a crash costs at
         # most checkpoint_every_s of training
         due = (
             improved
             or stop
-            or epoch + 1 == cfg.optim.epochs
+            or fitter.done
             or time.perf_counter() - last_saved >= cfg.checkpoint_every_s
         )
         if due and reporter.rank == 0:  # one copy is enough: every rank holds the same weights
             last_saved = time.perf_counter()
-            checkpoint = _checkpoint(run, cfg, data, epoch)
+            checkpoint = fitter.checkpoint()
         reporter.report(metrics, checkpoint)
         if stop:
             stopped_early = True
             break
-
-    if cfg.early_stop.restore_best and run.best_state is not None:
-        model.load_state_dict(run.best_state)
-    del batches  # the training set's device copy, if it had one
-    release_device_memory(device)
+    model = fitter.finish()
     return FitResult(
         model=model,
-        history=run.history,
-        best_epoch=(early.best_epoch if run.has_val else epoch) + 1,
+        history=fitter.run.history,
+        best_epoch=fitter.best_epoch + 1,
         stopped_early=stopped_early,
         checkpoint=checkpoint,
     )

@@ -111,7 +111,7 @@ def feature_key(
     parts: dict[str, Any] = {
         "backbone": [cfg.model.name, _state_digest(backbone)],
         "preprocessing": data.preprocessing.to_dict(),
-        "data": [data.source_hash, cfg.seed, cfg.data.val_fraction, len(data.y_train), len(data.y_val)],
+        "data": [data.source_hash, cfg.seed, cfg.data.val_fraction, len(data.y_train), len(data.y_val), data.split],
         "views": plan.views,
     }
     if plan.views:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["METRIC_MODES", "Mode", "best_index", "is_improvement", "mode_of"]
+__all__ = ["COST_METRICS", "METRIC_MODES", "Mode", "best_index", "is_improvement", "mode_of"]
 
 Mode = Literal["min", "max"]
 
@@ -17,6 +17,9 @@ METRIC_MODES: dict[str, Mode] = {
     "val_loss": "min",
     "train_loss": "min",
 }
+
+#: what a model-cost objective may minimise (training/cost.py measures them)
+COST_METRICS = ("latency_ms", "latency_batch_ms", "params", "flops_per_image")
 
 
 def mode_of(metric: str) -> Mode:

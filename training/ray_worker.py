@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -60,13 +61,22 @@ class RayReporter:
     rank: int = 0
     world_size: int = 1
     echo: bool = False
+    #: a Tune trial's id: a checkpoint handed over from another trial (PBT's exploit) is
+    #: reported as ``exploited_from`` / ``exploited_epoch`` with the next epoch
+    trial_id: str | None = None
+    #: values reported with every epoch (a trial's model cost)
+    extra: dict[str, Any] = field(default_factory=dict)
+    _exploited: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
         if self.echo and self.rank == 0:
             print(format_epoch(metrics), flush=True)
         # which node ran each epoch: Tune's own node_ip is the same for every node of a host,
         # and a trial retried after a node died continues on another node
-        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+        metrics = {**metrics, **self.extra, "node_id": ray.get_runtime_context().get_node_id()}
+        if self._exploited is not None:
+            metrics.update(self._exploited)
+            self._exploited = None
         if checkpoint is None:
             self.report_fn(metrics)
             return
@@ -79,7 +89,12 @@ class RayReporter:
         if ckpt is None:
             return None
         with ckpt.as_directory() as d:
-            return Checkpoint.load(d)
+            state = Checkpoint.load(d)
+        # a trial's checkpoints live in its own folder, named by its id (tuning.sweep)
+        source = Path(ckpt.path).parent.name
+        if self.trial_id is not None and source != self.trial_id:
+            self._exploited = {"exploited_from": source, "exploited_epoch": state.epoch}
+        return state
 
 
 def _resolve(data: Any) -> PreparedData:

@@ -7,9 +7,10 @@ confusion matrix, the most-confused class pairs with example images, and the ima
 likely mislabelled (cleanlab's ``find_label_issues`` on the predicted probabilities), as
 contact sheets and CSVs a person can go through.
 
-Only the validation images are judged: a model's predictions on the images it trained on say
-little about their labels. Cross-validated trials (out-of-fold predictions for every image)
-are not built yet, and the report says so.
+Only held-out images are judged: a model's predictions on the images it trained on say
+little about their labels. A ``--cv`` sweep's best trial holds out-of-fold predictions, so
+every training image is judged (each by the fold model that did not train on it); otherwise
+the best trial's validation split is, and the report says so.
 """
 
 from __future__ import annotations
@@ -149,10 +150,16 @@ def build_error_report(
     if te is None:
         raise SweepStateError(f"sweep {sweep.name!r}: no error report: {why}")
     ev, names, x = te.eval, te.eval.class_names, te.data.x_val
-    source = (
-        f"{te.title} on its {len(te.data.y_val)} validation images (no --cv: the other "
-        f"{len(te.data.y_train)} training images are not judged)"
-    )
+    if te.out_of_fold:
+        source = (
+            f"{te.title}: all {len(te.data.y_val)} training images, each predicted by the fold "
+            "model that did not train on it"
+        )
+    else:
+        source = (
+            f"{te.title} on its {len(te.data.y_val)} validation images (no --cv: the other "
+            f"{len(te.data.y_train)} training images are not judged)"
+        )
     per_class = ev.per_class()
     confused = _confused_pairs(ev.confusion(), names)
     suspects = _suspects(te)
@@ -175,6 +182,13 @@ def build_error_report(
         [_image(x[i]) for i in head["index"]],
         [f"{r.id}\nlabel {r.given} ({r.p_given:.2f})\nlooks {r.predicted} ({r.p_predicted:.2f})" for r in head.itertuples()],
         files[5],
-        f"disputed labels, least likely first ({len(suspects)} of {len(y_true)} validation images)",
+        f"disputed labels, least likely first ({len(suspects)} of {len(y_true)} held-out images)",
     )
+    if te.out_of_fold:  # every image's held-out probabilities: what a stacker trains on
+        oof = pd.DataFrame(ev.result.probs, columns=[f"p_{n}" for n in names])
+        oof.insert(0, "predicted", [names[k] for k in y_pred])
+        oof.insert(0, "label", [names[k] for k in y_true])
+        oof.insert(0, "id", list(te.data.val_ids))
+        files.append(out / "out_of_fold.csv")
+        oof.to_csv(files[-1], index=False)
     return ErrorReport(out, source, per_class, confused, suspects.drop(columns=["index"]), files)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import pandas as pd
 
 from training.config import TrainConfig
 from training.errors import PoketuneError
+from training.metrics import COST_METRICS
 from tuning.budget import Ledger
 from tuning.space import SearchSpace, load_space
 from tuning.storage import (
@@ -65,7 +67,8 @@ STUDY_NAME = "poketune"
 HISTORY_COLUMNS = (
     "trial_id", "epoch", "training_iteration", "train_loss", "val_loss", "val_f1", "val_acc",
     "lr", "epoch_time_s", "train_images_per_s", "phase", "early_stopped", "features",
-    "feature_extract_s", "time_total_s", "timestamp", "node_id",
+    "feature_extract_s", "time_total_s", "timestamp", "node_id", "exploited_from", "exploited_epoch",
+    "latency_ms", "latency_batch_ms", "params", "flops_per_image",
 )  # fmt: skip
 
 
@@ -101,6 +104,8 @@ class SweepMeta:
     constants: dict[str, Any] = field(default_factory=dict)
     #: the Optuna study's name in :data:`STUDY_FILE`
     study_name: str = STUDY_NAME
+    #: ``--cv K``: each trial trained K folds and reported their mean; None: one split
+    cv: int | None = None
 
     def write(self, uri: str) -> None:
         """Write to the sweep folder ``uri`` (a path or a storage URI)."""
@@ -117,6 +122,11 @@ class SweepMeta:
             return cls(**{k: v for k, v in doc.items() if k in known})
         except TypeError as exc:  # a key this version needs is not there
             raise SweepStateError(f"{file}: not a poketune sweep's metadata ({exc})") from None
+
+
+#: what a ``--cv`` trial reports besides the means: ``val_f1_std``, ``val_f1_fold0`` …, and
+#: ``val_f1_oof`` (one macro-F1 over the pooled out-of-fold predictions)
+_CV_COLUMN = re.compile(r"^(train|val)_\w+?_(std|fold\d+|oof)$")
 
 
 def state_saved_at(sweep_uri: str) -> float:
@@ -239,6 +249,13 @@ class Sweep:
                 "epochs": int(epochs[-1]) if len(epochs) else 0,
                 "time_s": float(df["time_total_s"].iloc[-1]) if "time_total_s" in df and len(df) else 0.0,
             }
+            for col in COST_METRICS:  # a cost objective's: the same every epoch
+                if col in df and len(df):
+                    row[col] = float(df[col].iloc[-1])
+            if "exploited_from" in df:  # PBT: whose checkpoints this trial went on from
+                row["lineage"] = _lineage(df)
+            if best_at is not None:  # a --cv trial's spread and folds, at its best epoch
+                row.update({c: float(scored[c].iloc[best_at]) for c in scored.columns if _CV_COLUMN.match(c)})
             row.update(self.space.active_values(trial.config or {}))
             row["error"] = _last_line(error) if error else None
             row["checkpoint"] = _checkpoint_here(trial, checkpoint) or _reported_checkpoint(df)
@@ -265,6 +282,48 @@ class Sweep:
             raise SweepStateError(f"sweep {self.name!r} has no trial with a {self.space.metric} result yet")
         return scored.iloc[0]
 
+    def pareto(self, *, remeasure: bool = False) -> pd.DataFrame:
+        """The trials no other trial beats on every objective (``objectives:``), among those
+        that finished all ``max_epochs`` (a pruned trial's early score is not comparable);
+        best first by the first objective. The first objective is the trial's best value
+        (the weights its checkpoint keeps), the costs are its model's. ``remeasure``: time
+        each front trial's model again here (``driver_latency_ms``), by the same protocol,
+        on a machine where no trial is training now."""
+        objectives = self.space.objectives
+        if not objectives:
+            raise SweepStateError(
+                f"sweep {self.name!r} has one objective ({self.space.metric}); a Pareto front needs "
+                "`objectives:` in its space"
+            )
+        frame = self.trials()
+        if frame.empty:
+            return frame
+        done = frame[(frame["status"] == "completed") & (frame["epochs"] >= self.max_epochs)]
+        cols = [f"best_{m}" if i == 0 else m for i, (m, _) in enumerate(objectives)]
+        done = done.dropna(subset=[c for c in cols if c in done])
+        if any(c not in done for c in cols):
+            return done.iloc[0:0]
+        signs = np.array([-1.0 if mode == "max" else 1.0 for _, mode in objectives])
+        values = done[cols].to_numpy(dtype=float) * signs  # every objective as "lower is better"
+        front = [
+            i for i in range(len(values))
+            if not ((values <= values[i]).all(axis=1) & (values < values[i]).any(axis=1)).any()
+        ]  # fmt: skip
+        out = done.iloc[front].reset_index(drop=True)
+        if remeasure and "latency_ms" in cols and len(out):
+            out["driver_latency_ms"] = [self._remeasure(str(t)) for t in out["trial_id"]]
+        return out
+
+    def _remeasure(self, trial_id: str) -> float:
+        from training.checkpoint import build_model_for
+        from training.cost import measure_cost
+
+        cfg = self.trial_config(trial_id)
+        cfg = cfg.replace(**{"model.pretrained": False, "model.weights_path": None})
+        model = build_model_for(cfg, len(self.meta.class_names))
+        shape = (cfg.in_channels, cfg.data.image_size, cfg.data.image_size)
+        return measure_cost(model, shape, eval_batch=cfg.eval_batch_size).latency_ms
+
     def history(self) -> pd.DataFrame:
         """One row per (trial, epoch) with every reported metric, trials in creation order."""
         frames = []
@@ -274,7 +333,7 @@ class Sweep:
                 continue
             if "trial_id" not in df:
                 df = df.assign(trial_id=str(trial.trial_id))
-            frames.append(df[[c for c in HISTORY_COLUMNS if c in df.columns]])
+            frames.append(df[[c for c in df.columns if c in HISTORY_COLUMNS or _CV_COLUMN.match(c)]])
         if not frames:
             return pd.DataFrame(columns=["trial_id", "epoch"])
         return pd.concat(frames, ignore_index=True)
@@ -299,6 +358,15 @@ class Sweep:
         if not file.is_file():
             raise SweepStateError(f"{file}: no Optuna journal (a sweep started before poketune recorded one?)")
         return optuna.load_study(study_name=self.meta.study_name, storage=optuna_storage(file))
+
+
+def _lineage(df: pd.DataFrame) -> str:
+    """``"epoch 3 ← a1b2c3d4@2; …"``: before epoch 3 the trial took trial a1b2c3d4's state
+    after its epoch 2 (PBT's exploit), in order; empty when it never did."""
+    hops = df[df["exploited_from"].notna()]
+    return "; ".join(
+        f"epoch {int(r['epoch'])} ← {r['exploited_from']}@{int(r['exploited_epoch'])}" for _, r in hops.iterrows()
+    )
 
 
 def _epochs(df: pd.DataFrame) -> np.ndarray:

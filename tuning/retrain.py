@@ -68,6 +68,11 @@ class Member:
     trial_id: str
     seed: int
     epochs: int
+    fold: int | None = None  # ``--no-refit`` of a --cv trial: which of its fold models
+
+    def to_dict(self) -> dict[str, Any]:
+        """For MLflow's tags and metadata (``fold`` only where there is one)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -265,12 +270,18 @@ class _Kept:
     epochs: int
 
 
-def _kept_weights(source: SourceTrial, out: Path) -> _Kept:
-    """The trial's best weights as an inference checkpoint (``--no-refit``)."""
+def _kept_weights(source: SourceTrial, out: Path) -> list[_Kept]:
+    """The trial's best weights as inference checkpoints (``--no-refit``): one, or each fold
+    model of a cross-validated trial (every one trained on the other folds' images)."""
     if source.checkpoint is None:
         raise ConfigError(f"trial {source.trial_id} of sweep {source.sweep!r} has no checkpoint to keep")
     ckpt = Checkpoint.load(source.checkpoint)
-    return _Kept(ckpt.for_inference().save(out), list(ckpt.history), ckpt.config.seed, ckpt.best_epoch)
+    members = ckpt.members()
+    folders = [out] if len(members) == 1 else [out.with_name(f"{out.name}-fold{i}") for i in range(len(members))]
+    return [
+        _Kept(m.save(folder), list(m.history), m.config.seed, m.best_epoch)
+        for m, folder in zip(members, folders, strict=True)
+    ]
 
 
 def _unused_stamp(root: Path, stamp: str) -> str:
@@ -315,7 +326,7 @@ def _log_and_register(
         "source_trial_id": ",".join(dict.fromkeys(m.trial_id for m in result.members)) or source.trial_id,
         "seeds": ",".join(map(str, result.seeds)),
         # what the registered model is made of: trial, seed and epochs of every member
-        "members": json.dumps([dataclasses.asdict(m) for m in result.members]),
+        "members": json.dumps([m.to_dict() for m in result.members]),
         # False: the members are the trials' own best weights, trained on the train split only
         "refit": str(result.refit).lower(),
     }
@@ -353,7 +364,7 @@ def _log_and_register(
                 class_names=list(data.class_names),
                 example=normalize_batch(torch.as_tensor(data.x_train[:1]), prep).numpy(),
                 registered_name=registered_name,
-                metadata={"member_sources": [dataclasses.asdict(m) for m in result.members]},
+                metadata={"member_sources": [m.to_dict() for m in result.members]},
             )
             version = info.registered_model_version
             if version is None:
@@ -478,10 +489,11 @@ def retrain(
     if not refit:  # the trials' own best weights: nothing to train, no Ray
         for src in sources:
             kept = _kept_weights(src, local_root / f"{stamp}-{src.trial_id}-norefit")
-            checkpoints.append(kept.path)
-            histories.append(kept.history)
-            run_dirs.append(str(src.checkpoint))
-            members.append(Member(src.trial_id, kept.seed, kept.epochs))
+            for fold, one in enumerate(kept):
+                checkpoints.append(one.path)
+                histories.append(one.history)
+                run_dirs.append(str(src.checkpoint))
+                members.append(Member(src.trial_id, one.seed, one.epochs, fold if len(kept) > 1 else None))
     else:
         init_ray(address, verbose=verbose)
         import ray

@@ -13,6 +13,8 @@ What the samplers do with this project's spaces (categorical choices, ``when:`` 
   parameters with its independent (random) sampler, so it pays off on mostly-numeric spaces.
 * ``qmc``: a scrambled Sobol sequence: even coverage of the numeric ranges; categorical and
   conditional parameters are sampled independently (at random).
+* ``nsga2``: Optuna's NSGA-II, a genetic algorithm for several objectives (``objectives:``);
+  TPE searches several objectives too (its multi-objective mode), so ``tpe`` stays the default.
 * ``gp``: Gaussian-process Bayesian optimisation (Optuna's ``GPSampler``); handles categoricals,
   conditionals fall back to independent sampling; costs more per proposal, fine for sweeps of
   tens of trials.
@@ -27,6 +29,18 @@ Schedulers (``epoch`` is their clock: fit's own count):
 * ``median``: the median stopping rule (stop a trial below the median of the others at the
   same epoch), after ``grace_period`` epochs.
 * ``fifo``: every trial runs to ``max_epochs``.
+* ``pbt``: population-based training (Ray's ``PopulationBasedTraining``). Ray refuses a
+  searcher beside it, so the space's distributions become Tune's ``param_space`` (sampled
+  once per member of the population, ``--samples``, default 4) and PBT's mutations. Every
+  ``perturbation_interval`` epochs (default: the space's ``grace_period``) a trial in the
+  bottom ``quantile_fraction`` copies a top trial's weights and state and goes on with its
+  hyperparameters perturbed (×1.2 / ×0.8, or resampled). Only what a copied checkpoint can
+  take is mutated (:func:`pbt_mutations`: learning rates, weight decay, label smoothing,
+  momentum, dropout, augmentation strengths, focal γ; not the model's shape, optimizer or
+  scheduler); ``mutate: [keys]`` picks some of them. Conditional (``when:``) parameters are
+  sampled for every member and take effect only while their condition holds, as in any
+  config. The preset trial, ``--enqueue`` and ``--warm-start`` are Optuna's, so they do not
+  apply.
 """
 
 from __future__ import annotations
@@ -44,7 +58,7 @@ if TYPE_CHECKING:
 
     from tuning.space import SearchSpace
 
-__all__ = ["SAMPLERS", "SCHEDULERS", "Strategy", "StrategyError", "check_options"]
+__all__ = ["MUTABLE", "SAMPLERS", "SCHEDULERS", "Strategy", "StrategyError", "check_options", "pbt_mutations"]
 
 
 class StrategyError(PoketuneError, ValueError):
@@ -62,6 +76,10 @@ class Strategy:
     build: Callable[..., Any]
     #: the options a space may give (keyword → what it is), passed to the factory
     options: tuple[str, ...] = ()
+    #: False: the scheduler samples its own configs (PBT): no Optuna searcher beside it
+    searcher: bool = True
+    #: the options the factory consumes itself (poketune's, not the library object's)
+    own: tuple[str, ...] = ()
 
 
 def check_options(kind: str, name: str, strategy: Strategy, options: dict[str, Any]) -> None:
@@ -109,11 +127,18 @@ def _gp(seed: int, samples: int | None, **options: Any) -> BaseSampler:
     return GPSampler(seed=seed, **{"warn_independent_sampling": False, **options})
 
 
+def _nsga2(seed: int, samples: int | None, **options: Any) -> BaseSampler:
+    from optuna.samplers import NSGAIISampler
+
+    return NSGAIISampler(seed=seed, **options)
+
+
 SAMPLERS.register("tpe")(Strategy(_tpe, ("n_startup_trials", "multivariate", "group", "constant_liar")))
 SAMPLERS.register("random")(Strategy(_random))
 SAMPLERS.register("cmaes")(Strategy(_cmaes, ("n_startup_trials", "sigma0", "restart_strategy")))
 SAMPLERS.register("qmc")(Strategy(_qmc, ("qmc_type", "scramble")))
 SAMPLERS.register("gp")(Strategy(_gp, ("n_startup_trials", "deterministic_objective")))
+SAMPLERS.register("nsga2")(Strategy(_nsga2, ("population_size", "mutation_prob", "crossover_prob", "swapping_prob")))
 
 
 # ---------------------------------------------------------------------------------- schedulers
@@ -144,7 +169,63 @@ def _fifo(space: SearchSpace, **options: Any) -> TrialScheduler:
     return FIFOScheduler()
 
 
+#: what a trial can change when it takes another trial's checkpoint: values read afresh from
+#: the config (or applied to the restored optimizer, the learning rates and weight decay),
+#: none of which changes a weight's shape or the optimizer's or scheduler's state layout
+MUTABLE = (
+    "optim.lr", "optim.finetune_lr", "optim.weight_decay", "optim.momentum", "optim.label_smoothing",
+    "loss.focal_gamma", "model.dropout", "model.head_dropout", "augment.",
+)  # fmt: skip
+
+
+def _mutable(key: str) -> bool:
+    return any(key == m or (m.endswith(".") and key.startswith(m)) for m in MUTABLE)
+
+
+def pbt_mutations(space: SearchSpace, mutate: list[str] | None = None) -> dict[str, Any]:
+    """``hyperparam_mutations`` for PBT: the searched parameters it may perturb, as Tune
+    domains (by default every searched one a copied checkpoint can take)."""
+    keys = list(mutate) if mutate is not None else [k for k in space.params if _mutable(k)]
+    bad = [k for k in keys if k not in space.params or not _mutable(k)]
+    if bad:
+        able = ", ".join(k for k in space.params if _mutable(k)) or "none"
+        raise StrategyError(
+            f"pbt cannot mutate {bad[0]!r}: a trial that copies another's checkpoint can only "
+            f"change searched {', '.join(MUTABLE)}*; this space's: {able}",
+            "mutate",
+        )
+    if not keys:
+        raise StrategyError(
+            f"pbt needs a searched parameter it can mutate ({', '.join(MUTABLE)}*); "
+            f"{space.path or 'the space'} searches none",
+            "mutate",
+        )
+    return {k: space.params[k].tune_domain() for k in keys}
+
+
+def _pbt(space: SearchSpace, **options: Any) -> TrialScheduler:
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    mutations = pbt_mutations(space, options.pop("mutate", None))
+    options.pop("population", None)  # the sweep's trial count, not the scheduler's
+    options.setdefault("perturbation_interval", space.grace_period)
+    if "perturbation_factors" in options:
+        options["perturbation_factors"] = tuple(options["perturbation_factors"])
+    # fit's own epoch is the clock: a trial that copied another's checkpoint at epoch e
+    # continues at e + 1, and PBT compares trials at equal epochs
+    return PopulationBasedTraining(time_attr="epoch", hyperparam_mutations=mutations, **options)
+
+
 SCHEDULERS.register("asha")(Strategy(_asha, ("brackets", "stop_last_trials")))
 SCHEDULERS.register("median")(Strategy(_median, ("grace_period", "min_samples_required", "min_time_slice", "hard_stop")))
 SCHEDULERS.register("fifo")(Strategy(_fifo))
+SCHEDULERS.register("pbt")(
+    Strategy(
+        _pbt,
+        ("perturbation_interval", "burn_in_period", "quantile_fraction", "resample_probability",
+         "perturbation_factors", "mutate", "population"),
+        searcher=False,
+        own=("mutate", "population"),
+    )
+)  # fmt: skip
 

@@ -28,8 +28,9 @@ from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
 from training.config import ConfigError, TrainConfig
+from training.cv import CVData, prepare_cv_data
 from training.data.check import check_before_training
-from training.engine import prepare_data
+from training.engine import PreparedData, prepare_data
 from training.features import RayFeatureStore
 from training.models import check_pretrained_offline
 from training.ray_session import default_storage, init_ray, torch_threads
@@ -41,6 +42,7 @@ from tuning.space import SearchSpace, load_points, load_space
 from tuning.space._load import SHARED_REASON
 from tuning.storage import (
     DATA_CHECK,
+    SWEEP_META,
     SWEEP_SPACE,
     is_remote,
     read_text,
@@ -91,6 +93,8 @@ class SweepOptions:
     #: rewrite the HTML report as trials finish, and write it (with PNGs) when the sweep ends
     report: bool = False
     report_dir: str | None = None  # None: tuning.report.default_report_dir
+    #: K-fold cross-validated trials (``--cv K``); None: the space's ``cv:``, else one split
+    cv: int | None = None
 
 
 @dataclass
@@ -150,11 +154,33 @@ def _trial_config(space: SearchSpace, config: dict[str, Any]) -> TrainConfig:
 def _single_worker_trial(
     config: dict[str, Any], *, space: SearchSpace, data: Any, features: Any = None
 ) -> None:
+    from training.cv import CVData, fit_cv
     from training.engine import fit
     from training.ray_worker import RayReporter
 
     cfg = _trial_config(space, config)
-    fit(cfg, ray.get(data[0]), RayReporter(tune.report, tune.get_checkpoint), features=features)
+    shared = ray.get(data[0])
+    # the trial's id: a checkpoint of another trial's (PBT's exploit) is recorded as lineage;
+    # a cost objective: the model's cost (its architecture's, so measured before training)
+    # goes with every epoch, so the searcher sees it whenever the trial ends
+    reporter = RayReporter(
+        tune.report, tune.get_checkpoint, trial_id=tune.get_context().get_trial_id(),
+        extra=_trial_cost(cfg, shared) if space.cost_objectives else {},
+    )  # fmt: skip
+    if isinstance(shared, CVData):  # --cv K: K folds in lockstep, reported as their mean
+        fit_cv(cfg, shared, reporter, features=features)
+    else:
+        fit(cfg, shared, reporter, features=features)
+
+
+def _trial_cost(cfg: TrainConfig, shared: Any) -> dict[str, float]:
+    """The trial's model cost by :data:`training.cost.LATENCY_PROTOCOL`."""
+    from training.checkpoint import build_model_for
+    from training.cost import measure_cost
+
+    data = shared.data if hasattr(shared, "folds") else shared
+    model = build_model_for(cfg.replace(**{"model.pretrained": False, "model.weights_path": None}), data.num_classes)
+    return measure_cost(model, tuple(data.x_train.shape[1:]), eval_batch=cfg.eval_batch_size).metrics()
 
 
 def _torch_trainer_trial(
@@ -247,7 +273,14 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         raise ConfigError("--enqueue starts a sweep with given configs; a resumed sweep already has its first trials")
     enqueued = load_points(opts.enqueue, space) if opts.enqueue else []
     SAMPLERS.get(_strategy(opts.search, space.search, {}, "tpe")[0])
-    SCHEDULERS.get(_strategy(opts.scheduler, space.scheduler, {}, "asha")[0])
+    pbt = not SCHEDULERS.get(_strategy(opts.scheduler, space.scheduler, {}, "asha")[0]).searcher
+    if pbt:
+        _check_pbt(opts, space)
+    if space.cost_objectives and opts.workers_per_trial > 1:
+        raise ConfigError(
+            f"{opts.space}: cost objectives ({', '.join(space.cost_objectives)}) are measured by "
+            "single-worker trials; use --workers-per-trial 1"
+        )
     name = opts.name or f"{Path(opts.space).stem}-{t0:%Y%m%d-%H%M%S}"
     storage = resolve_storage(opts.storage)
     for key in opts.overrides:
@@ -258,17 +291,29 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             )
     base_cfg = space.trial_config(dict(opts.overrides))
     _check_weights(space, base_cfg)  # before decoding and Ray: one line, not N trial failures
+    cv = _folds(opts, space, sweep_uri(storage, name))
     data_check = check_before_training(opts.data, base_cfg.data, cache_dir=opts.cache_dir)
-    data, report = prepare_data(opts.data, base_cfg, cache_dir=opts.cache_dir)
-    log.info(
-        "data: %d train / %d val images, %d classes (%s)",
-        len(data.y_train),
-        len(data.y_val),
-        data.num_classes,
-        "cache hit" if report.from_cache else f"decoded {report.decoded}",
-    )
+    shared: PreparedData | CVData
+    if cv:
+        shared, report = prepare_cv_data(opts.data, base_cfg, cv, cache_dir=opts.cache_dir)
+        data = shared.data
+        log.info(
+            "data: %d images in %d folds (%d validate in each), %d classes (%s)",
+            len(data.y_train), cv, len(shared.folds[0][1]), data.num_classes,
+            "cache hit" if report.from_cache else f"decoded {report.decoded}",
+        )  # fmt: skip
+    else:
+        shared, report = prepare_data(opts.data, base_cfg, cache_dir=opts.cache_dir)
+        data = shared
+        log.info(
+            "data: %d train / %d val images, %d classes (%s)",
+            len(data.y_train),
+            len(data.y_val),
+            data.num_classes,
+            "cache hit" if report.from_cache else f"decoded {report.decoded}",
+        )
     init_ray(opts.address, verbose=opts.verbose)
-    data_ref = [ray.put(data)]  # wrapped in a list so Tune passes the ref, not a copy per trial
+    data_ref = [ray.put(shared)]  # wrapped in a list so Tune passes the ref, not a copy per trial
     # frozen-backbone features, computed by the first trial that needs them and shared with
     # the others through the object store (training/features.py)
     features = RayFeatureStore.start(f"poketune-features-{name}-{os.getpid()}")
@@ -280,6 +325,10 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         # threads follow the CPUs reserved per worker: no oversubscription when trials share a node
         "num_threads": torch_threads(opts.cpus_per_trial),
     }
+    if pbt:
+        # PBT copies the checkpoint a trial last reported: one per epoch, or a trial would
+        # take an older state than the score it was ranked by
+        constants["checkpoint_every_s"] = 0
     if workers == 1:
         trainable: Any = tune.with_resources(
             functools.partial(_single_worker_trial, space=space, data=data_ref, features=features),
@@ -346,42 +395,54 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             options={k: v for k, v in asdict(opts).items() if k != "overrides"},
             overrides=dict(opts.overrides),
             constants=constants,
+            cv=cv,
         ).write(path)
         if data_check is not None:  # export attaches it to the sweep's MLflow run
             write_text(f"{path}/{DATA_CHECK}", json.dumps(data_check.to_json(), indent=2))
         # the preset first: the search starts from a known-good point, and the sweep's end
-        # can say what tuning bought over it on the same validation split
-        point, _ = space.preset_point()
+        # can say what tuning bought over it on the same validation split (PBT samples its
+        # population itself: no preset trial)
+        point = {} if pbt else space.preset_point()[0]
         start_ledger(path, Ledger(
             budget_s=opts.time_budget_s,
             deadline=time.time() + opts.time_budget_s if opts.time_budget_s else None,
             started=time.time(),
             preset_point=point,
         ))
-        searcher = DeadlineOptunaSearch(
-            space=_Sampler(space, constants),
-            metric=space.metric,
-            mode=space.mode,
-            sampler=_sampler(opts, space),
-            points_to_evaluate=[*enqueued, point],
-            sweep_uri=path,
-            journal=journal,
-            study_name=STUDY_NAME,
-            upload_journal=is_remote(path),
-        )
-        warm_lines = _warm_start(searcher, space, earlier)
+        searcher: DeadlineOptunaSearch | None = None
+        param_space: dict[str, Any] | None = None
+        warm_lines: list[str] = []
+        if pbt:  # Ray refuses a searcher beside PBT: Tune samples the space itself
+            param_space = {**space.base_config(), **{k: p.tune_domain() for k, p in space.params.items()}, **constants}
+        else:
+            searcher = DeadlineOptunaSearch(
+                space=_Sampler(space, constants),
+                # several objectives: Optuna searches their Pareto front (ASHA still prunes
+                # on the first, TuneConfig's metric)
+                metric=[m for m, _ in space.objectives] if space.objectives else space.metric,
+                mode=[m for _, m in space.objectives] if space.objectives else space.mode,
+                sampler=_sampler(opts, space),
+                points_to_evaluate=[*enqueued, point],
+                sweep_uri=path,
+                journal=journal,
+                study_name=STUDY_NAME,
+                upload_journal=is_remote(path),
+            )
+            warm_lines = _warm_start(searcher, space, earlier)
         for line in warm_lines:
             log.info(line)
         scheduler = _scheduler(opts, space)
         tuner = tune.Tuner(
             trainable,
+            param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=space.metric,
                 mode=space.mode,
                 search_alg=searcher,
                 scheduler=scheduler,
-                # -1: until the searcher stops proposing (the budget's deadline)
-                num_samples=opts.samples or -1,
+                # -1: until the searcher stops proposing (the budget's deadline); PBT: its
+                # population
+                num_samples=_population(opts, space) if pbt else opts.samples or -1,
                 max_concurrent_trials=_concurrency(opts, per_cpu, per_gpu),
                 trial_dirname_creator=_trial_dirname,
                 # a fresh process per trial costs seconds, so single-worker trials reuse
@@ -394,7 +455,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=storage,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # PBT: a bottom trial copies a top trial's checkpoint of a few epochs ago, which
+                # one kept checkpoint would already have deleted (Ray warns below 3)
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=PBT_KEEP if pbt else 1),
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 callbacks=[progress, LedgerCallback(path), *_report_callback(opts, name, storage)],
                 stop=BudgetStopper(path),
@@ -453,6 +516,52 @@ def _final_report(opts: SweepOptions, name: str, storage: str) -> Any:
         return None
 
 
+#: checkpoints kept per trial under PBT (see run_sweep)
+PBT_KEEP = 4
+#: PBT's population without ``--samples`` or ``population:``
+PBT_POPULATION = 4
+
+
+def _check_pbt(opts: SweepOptions, space: SearchSpace) -> None:
+    """What population-based training cannot be combined with, in one line each."""
+    clash = [
+        (opts.search or space.search, "--search / search: (Ray refuses a searcher beside PopulationBasedTraining)"),
+        (opts.enqueue, "--enqueue (given configs are Optuna's first asks; PBT samples its population)"),
+        (opts.warm_start, "--warm-start (earlier trials reach Optuna's searcher, which PBT does not use)"),
+        (opts.workers_per_trial > 1, "--workers-per-trial > 1 (a TorchTrainer trial resumes its own run, not the checkpoint PBT hands it)"),
+    ]  # fmt: skip
+    for given, what in clash:
+        if given:
+            raise ConfigError(f"--scheduler pbt cannot be combined with {what}")
+
+
+def _population(opts: SweepOptions, space: SearchSpace) -> int:
+    options = _strategy(opts.scheduler, space.scheduler, space.scheduler_options, "asha")[1]
+    return int(options.get("population") or opts.samples or PBT_POPULATION)
+
+
+def _folds(opts: SweepOptions, space: SearchSpace, path: str) -> int | None:
+    """The sweep's fold count: ``--cv``, else the space's ``cv:``; a resumed sweep keeps the
+    one it started with (its trials' checkpoints hold that many folds)."""
+    cv = opts.cv if opts.cv is not None else space.cv
+    if opts.resume:
+        try:
+            recorded = json.loads(read_text(f"{path}/{SWEEP_META}")).get("cv")
+        except (OSError, ValueError):
+            recorded = cv  # run_sweep says there is no sweep to resume, below
+        if opts.cv is not None and opts.cv != recorded:
+            raise ConfigError(f"--cv {opts.cv}: sweep {path} was started with --cv {recorded}")
+        cv = recorded
+    if cv is not None and cv < 2:
+        raise ConfigError(f"--cv must be >= 2 folds, got {cv}")
+    if cv and opts.workers_per_trial > 1:
+        raise ConfigError(
+            f"--cv {cv} with --workers-per-trial {opts.workers_per_trial}: a cross-validated trial "
+            "trains its folds in one process; use --workers-per-trial 1"
+        )
+    return cv
+
+
 def _check_counts(opts: SweepOptions) -> None:
     """A sweep needs a trial count, a time budget, or both; and resources that can run."""
     if opts.samples is None and opts.time_budget_s is None and not opts.resume:
@@ -485,7 +594,7 @@ def _earlier_sweeps(names: list[str], space: SearchSpace, storage: str) -> list[
     out = []
     for name in names:
         earlier = Sweep.open(name, storage)
-        if earlier.meta.task != space.task or earlier.space.metric != space.metric:
+        if earlier.meta.task != space.task or earlier.space.metric != space.metric or earlier.space.objectives != space.objectives:
             raise ConfigError(
                 f"--warm-start {name}: a {earlier.meta.task} sweep on {earlier.space.metric}; this "
                 f"space is {space.task} on {space.metric}"
@@ -519,7 +628,7 @@ def _warm_start(searcher: DeadlineOptunaSearch, space: SearchSpace, earlier: lis
                     continue
                 params[key], dists[key] = value, dist
             if params:
-                kept.append(optuna.trial.create_trial(params=params, distributions=dists, value=t.value))
+                kept.append(optuna.trial.create_trial(params=params, distributions=dists, values=t.values))
         study.add_trials(kept)
         note = f"warm start: {len(kept)} finished trials of sweep {sweep.name!r}"
         if dropped:

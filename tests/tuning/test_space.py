@@ -282,7 +282,11 @@ ERRORS: dict[str, tuple[str, str]] = {
     # case: (document, expected message fragment after "space.yaml:LINE: ")
     "unknown top-level key": (
         HEADER + "tunables: 3\nparams:\n" + LR,
-        "tunables: unknown top-level key; allowed: task, metric, mode, asha, search, scheduler, fixed, params",
+        "tunables: unknown top-level key; allowed: task, metric, mode, asha, search, scheduler, cv, fixed, params",
+    ),
+    "one fold": (
+        HEADER + "cv: 1\nparams:\n" + LR,
+        "cv: the number of cross-validation folds: an integer >= 2, got 1",
     ),
     "unknown task": (
         "task: task9\nasha: {max_epochs: 3}\nparams:\n" + LR,

@@ -30,9 +30,9 @@ params:
 #: the object each named strategy builds
 OWNERS = {
     "tpe": samplers.TPESampler, "random": samplers.RandomSampler, "cmaes": samplers.CmaEsSampler,
-    "qmc": samplers.QMCSampler, "gp": samplers.GPSampler, "asha": schedulers.ASHAScheduler,
+    "qmc": samplers.QMCSampler, "gp": samplers.GPSampler, "nsga2": samplers.NSGAIISampler, "asha": schedulers.ASHAScheduler,
     "median": schedulers.MedianStoppingRule,
-    "fifo": schedulers.FIFOScheduler,
+    "fifo": schedulers.FIFOScheduler, "pbt": schedulers.PopulationBasedTraining,
 }  # fmt: skip
 
 
@@ -41,7 +41,8 @@ def test_every_declared_option_is_a_keyword_of_what_it_configures() -> None:
         assert set(registry.names()) <= set(OWNERS)
         for name in registry.names():
             params = inspect.signature(OWNERS[name]).parameters
-            assert [o for o in registry.get(name).options if o not in params] == [], name
+            strategy = registry.get(name)
+            assert [o for o in strategy.options if o not in params and o not in strategy.own] == [], name
 
 
 def _space(tmp_path: Path, extra: str = "") -> Path:
@@ -69,10 +70,10 @@ def test_names_and_options_are_checked_at_load_with_file_and_line(tmp_path: Path
 
 def test_an_unknown_name_on_the_command_line_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["tune", str(_space(tmp_path)), "--data", str(tmp_path), "--samples", "2", "--scheduler", "pbt"])
+        main(["tune", str(_space(tmp_path)), "--data", str(tmp_path), "--samples", "2", "--scheduler", "hyperband"])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "--scheduler: invalid choice: 'pbt'" in err and "asha" in err
+    assert "--scheduler: invalid choice: 'hyperband'" in err and "asha" in err
 
 
 @pytest.mark.parametrize(
@@ -185,3 +186,147 @@ def test_enqueued_configs_run_first_then_the_preset(tmp_path: Path, ray_session:
         run_sweep(SweepOptions(space=str(_space(tmp_path)), data=str(data), samples=1, name="q2", storage=storage,
                                enqueue=str(configs)))  # fmt: skip
     assert not (Path(storage) / "q2").exists()  # refused before anything was written
+
+
+PBT_SPACE = """
+task: task2
+asha: {max_epochs: 6, grace_period: 1, reduction_factor: 2}
+scheduler: {name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0, population: 2}
+fixed: {data.image_size: 16, model.channels: 4, optim.scheduler: none}
+params:
+  optim.lr: {loguniform: [1.0e-3, 3.0e-2]}
+  model.stages: {int: [2, 3]}
+  loss.imbalance: {choice: [none, focal]}
+  loss.focal_gamma:
+    uniform: [0.5, 3.0]
+    when: {loss.imbalance: [focal]}
+"""
+
+
+def test_pbt_exploits_continue_from_the_copied_epoch_with_the_mutated_rate(tmp_path: Path, ray_session: None) -> None:
+    import json
+
+    space = tmp_path / "pbt.yaml"
+    space.write_text(PBT_SPACE)
+    data = make_colour_data(tmp_path / "colours", per_class=8)
+    storage = str(tmp_path / "runs")
+    run_sweep(SweepOptions(space=str(space), data=str(data), samples=9, name="pbt", storage=storage,
+                           max_concurrent=2, seed=1))  # fmt: skip
+    sweep = results.Sweep.open("pbt", storage)
+    frame = sweep.trials()
+    assert len(frame) == 2  # the space's population, not --samples
+    hist = sweep.history()
+    hops = hist[hist["exploited_from"].notna()]
+    assert len(hops) >= 1, "no exploit in 6 epochs of a 2-trial population"
+    # Ray's own record of every exploit (pbt_policy_<target>.txt): [target tag, clone tag,
+    # target iteration, clone iteration, clone config, new config]
+    for trial_id, group in hops.groupby("trial_id"):
+        policy = [json.loads(line) for line in (sweep.path / f"pbt_policy_{trial_id}.txt").read_text().splitlines()]
+        mine = group.sort_values("epoch")
+        last = mine.iloc[-1]
+        # the first epoch after taking the other trial's state continues from its epoch
+        assert int(last["epoch"]) == int(last["exploited_epoch"]) + 1
+        assert last["exploited_from"] != trial_id and last["exploited_from"] in set(frame["trial_id"])
+        clone_cfg, new_cfg = policy[-1][4], policy[-1][5]
+        # the mutated rate is the one in the optimizer (the restored state had the copied one)
+        assert last["lr"] == pytest.approx(new_cfg["optim.lr"])
+        assert new_cfg["optim.lr"] / clone_cfg["optim.lr"] == pytest.approx(1.2) or new_cfg["optim.lr"] / clone_cfg[
+            "optim.lr"
+        ] == pytest.approx(0.8)
+        # not mutable: the model's shape is the copied trial's, so its weights load
+        assert new_cfg["model.stages"] == clone_cfg["model.stages"]
+        row = frame.set_index("trial_id").loc[trial_id]
+        assert f"epoch {int(last['epoch'])} ← {last['exploited_from']}@{int(last['exploited_epoch'])}" in row["lineage"]
+    # every epoch checkpointed (PBT copies the latest), at most PBT_KEEP kept per trial
+    for trial_dir in frame["trial_dir"]:
+        assert 1 <= len(list(Path(trial_dir).glob("checkpoint_*"))) <= 4
+
+
+def test_pbt_refuses_what_it_cannot_combine(tmp_path: Path) -> None:
+    from training.config import ConfigError
+    from tuning.strategies import StrategyError, pbt_mutations
+
+    space = tmp_path / "pbt.yaml"
+    space.write_text(PBT_SPACE)
+    with pytest.raises(ConfigError, match="cannot be combined with --search"):
+        run_sweep(SweepOptions(space=str(space), data=str(tmp_path), samples=2, search="tpe"))
+    with pytest.raises(ConfigError, match="cannot be combined with --workers-per-trial"):
+        run_sweep(SweepOptions(space=str(space), data=str(tmp_path), samples=2, workers_per_trial=2))
+    with pytest.raises(StrategyError, match=r"pbt cannot mutate 'model\.stages'"):
+        pbt_mutations(load_space(space), ["model.stages"])
+    assert set(pbt_mutations(load_space(space))) == {"optim.lr", "loss.focal_gamma"}
+
+
+TWO_OBJECTIVES = """
+task: task2
+objectives: [{metric: val_f1, mode: max}, {metric: latency_ms, mode: min}]
+asha: {max_epochs: 2, grace_period: 1, reduction_factor: 2}
+scheduler: fifo
+fixed: {data.image_size: 16, model.stages: 2}
+params:
+  model.channels: {choice: [4, 8, 32]}
+  optim.lr: {loguniform: [1.0e-3, 3.0e-2]}
+"""
+
+
+def test_two_objectives_give_the_pareto_front_of_finished_trials(
+    tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from training.checkpoint import build_model_for
+    from tuning.retrain import retrain
+
+    space = tmp_path / "two.yaml"
+    space.write_text(TWO_OBJECTIVES)
+    data = make_colour_data(tmp_path / "colours", per_class=8)
+    storage = str(tmp_path / "runs")
+    run_sweep(SweepOptions(space=str(space), data=str(data), samples=6, name="mo", storage=storage,
+                           max_concurrent=2, seed=3))  # fmt: skip
+    sweep = results.Sweep.open("mo", storage)
+    frame = sweep.trials()
+    assert len(frame) == 6 and frame["latency_ms"].gt(0).all()
+    # every trial's cost is its model's: the parameter count of the model its config builds
+    for row in frame.itertuples():
+        model = build_model_for(sweep.trial_config(str(row.trial_id)), 3)
+        assert row.params == sum(p.numel() for p in model.parameters())
+    # Optuna searched both objectives, with the values the trials reported
+    study = sweep.study()
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    by_number = {t.number: t for t in study.trials if t.state.name == "COMPLETE"}
+    assert sorted(t.values[1] for t in by_number.values()) == pytest.approx(sorted(frame["latency_ms"]))
+    # the front: exactly the finished trials no other finished trial beats on both
+    done = frame[frame["epochs"] == 2]
+    points = list(zip(done["trial_id"], done["best_val_f1"], done["latency_ms"], strict=True))
+    brute = {
+        t for t, f1, lat in points
+        if not any(f2 >= f1 and l2 <= lat and (f2 > f1 or l2 < lat) for u, f2, l2 in points if u != t)
+    }  # fmt: skip
+    front = sweep.pareto()
+    assert set(front["trial_id"]) == brute and len(brute) >= 1
+    capsys.readouterr()  # the sweep's own output
+    assert main(["results", "mo", "--storage", storage, "--pareto", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {r["trial_id"] for r in listed} == brute and all(r["driver_latency_ms"] > 0 for r in listed)
+    # any point of the front can be registered
+    point = str(front.iloc[-1]["trial_id"])
+    res = retrain("mo", storage, mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db", trial=point, refit=False)
+    assert res.model_uri and [m.trial_id for m in res.members] == [point]
+    # the report draws the front, and Optuna's plots of the first objective
+    from tuning.report import build_report
+
+    report = build_report(sweep, tmp_path / "report", pngs=False)
+    assert not {"pareto", "slice", "parallel-coordinates"} & set(report.not_drawn), report.not_drawn
+
+
+def test_objectives_are_checked_at_load(tmp_path: Path) -> None:
+    for text, message in [
+        (TWO_OBJECTIVES.replace("{metric: val_f1, mode: max}, ", ""), "a list of at least two"),
+        (TWO_OBJECTIVES.replace("metric: val_f1", "metric: latency_ms"), "the first objective is what ASHA prunes on"),
+        (TWO_OBJECTIVES.replace("latency_ms, mode: min", "latency_ms, mode: max"), "latency_ms is minimized"),
+        ("metric: val_f1\n" + TWO_OBJECTIVES, "give either metric:/mode: or objectives:"),
+    ]:
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        with pytest.raises(SpaceError, match=re.escape(message)):
+            load_space(path)

@@ -12,7 +12,7 @@ from training.data._layouts import LAYOUTS, LayoutLoader
 from training.data._load import SPLITS, load_split
 from training.data._preprocessing import Preprocessing
 from training.data._sources import IMAGE_EXTS, Listing, SourceItem
-from training.data._split import stratified_group_split, stratified_split
+from training.data._split import kfold_splits, stratified_group_split, stratified_split
 from training.data._tensors import normalize_batch, to_nchw
 from training.data.augment import BatchAugment
 
@@ -28,6 +28,7 @@ __all__ = [
     "LoadReport",
     "Preprocessing",
     "SourceItem",
+    "kfold_splits",
     "load_split",
     "normalize_batch",
     "silhouette_box",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from training.data._errors import DataError
 
-__all__ = ["stratified_group_split", "stratified_split"]
+__all__ = ["kfold_splits", "stratified_group_split", "stratified_split"]
 
 
 def stratified_split(
@@ -62,3 +62,38 @@ def stratified_group_split(
     except ValueError as exc:  # fewer groups than folds
         raise DataError(f"cannot split {len(y)} images in {len(np.unique(g))} duplicate groups into {folds} folds: {exc}") from None
     return np.sort(train_idx).astype(np.int64), np.sort(val_idx).astype(np.int64)
+
+
+def kfold_splits(
+    labels: Sequence[int] | np.ndarray,
+    k: int,
+    seed: int,
+    groups: Sequence[int] | np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` stratified folds as sorted ``(train_idx, val_idx)`` pairs: every image is in
+    exactly one fold's validation set. With ``groups`` (near-duplicate copies of one image)
+    a group never straddles train and validation (sklearn's ``StratifiedGroupKFold``)."""
+    y = np.asarray(labels, dtype=np.int64)
+    if k < 2:
+        raise DataError(f"cross-validation needs at least 2 folds, got {k}")
+    classes, counts = np.unique(y, return_counts=True)
+    short = [
+        f"{class_names[c] if class_names else c} ({n})" for c, n in zip(classes, counts, strict=True) if n < k
+    ]
+    if short:
+        raise DataError(
+            f"{k}-fold cross-validation needs at least {k} images per class; "
+            f"{', '.join(short)} {'has' if len(short) == 1 else 'have'} fewer: lower --cv"
+        )
+    x = np.zeros(len(y))
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y)
+    else:
+        try:
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y, np.asarray(groups))
+            folds = list(splitter)
+        except ValueError as exc:  # fewer groups than folds
+            raise DataError(f"cannot split {len(y)} images in {len(set(groups))} duplicate groups into {k} folds: {exc}") from None
+        return [(np.sort(t).astype(np.int64), np.sort(v).astype(np.int64)) for t, v in folds]
+    return [(np.sort(t).astype(np.int64), np.sort(v).astype(np.int64)) for t, v in splitter]

@@ -23,6 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where", help="pandas query, e.g. \"status == 'completed' and best_val_f1 > 0.5\"")
     p.add_argument("--history", action="store_true", help="one row per trial epoch")
     p.add_argument("--importance", action="store_true", help="Optuna parameter importance")
+    p.add_argument(
+        "--pareto", action="store_true",
+        help="the trials no other beats on every objective (a space with `objectives:`), among those that "
+        "ran all epochs; their latency measured again here (driver_latency_ms)",
+    )
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--out", help="write to this file instead of stdout")
 
@@ -33,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     sweep = results.Sweep.open(args.name, args.storage)
     if args.importance:
         frame = results.param_importance(sweep)
+    elif args.pareto:
+        frame = sweep.pareto(remeasure=True)
     else:
         frame = sweep.history() if args.history else sweep.trials()
         sort, ascending = args.sort, False

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         )
     for member, hist, ckpt, run_dir in zip(res.members, res.histories, res.checkpoints, res.run_dirs, strict=True):
         loss = hist[-1]["train_loss"] if hist else float("nan")
-        print(f"  trial {member.trial_id} seed {member.seed}: {member.epochs} epochs, final train_loss {loss:.4f}")
+        fold = f" fold {member.fold}" if member.fold is not None else ""
+        print(f"  trial {member.trial_id}{fold} seed {member.seed}: {member.epochs} epochs, final train_loss {loss:.4f}")
         print(f"    checkpoint: {ckpt}")
         print(f"    {'Ray Train run' if res.refit else 'from'}: {run_dir}")
     if res.model_uri:

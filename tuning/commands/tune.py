@@ -45,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enqueue", metavar="CONFIGS.yaml", help="configs to evaluate first, before the preset: a mapping or a list of mappings of searched parameters to values (the rest take the preset's)")
     p.add_argument("--search", choices=SAMPLERS.names(), help="Optuna sampler (default: the space's `search:`, else tpe; see tuning/strategies.py)")
     p.add_argument("--scheduler", choices=SCHEDULERS.names(), help="trial scheduler (default: the space's `scheduler:`, else asha)")
+    p.add_argument(
+        "--cv", type=int_at_least(2), metavar="K",
+        help="K-fold cross-validated trials: each trains K stratified folds in lockstep and reports "
+        "their mean (ASHA prunes on it) and std; the best keeps out-of-fold predictions (default: "
+        "the space's `cv:`, else one validation split)",
+    )
 
 
 def _duration(text: str) -> float:
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         search=args.search, scheduler=args.scheduler,
         warm_start=[n for arg in args.warm_start or [] for n in arg.split(",") if n],
         report=args.report is not None, report_dir=args.report or None, enqueue=args.enqueue,
+        cv=args.cv,
     )
     if args.mlflow_uri:
         from tuning._mlflow import ensure_reachable

@@ -28,6 +28,7 @@ from tuning.report._figures import (
     confusion,
     learning_curves,
     optuna_figure,
+    pareto_front,
     per_class_f1,
 )
 from tuning.report._page import Section, render_page
@@ -55,6 +56,7 @@ SECTIONS = {
     "slice": "slice plots (Optuna)",
     "confusion": "best trial: confusion matrix",
     "per-class": "best trial: per-class scores",
+    "pareto": "accuracy against cost: the Pareto front",
 }
 
 
@@ -104,6 +106,9 @@ def _facts(sweep: Sweep, trials: pd.DataFrame, running: bool) -> dict[str, str]:
         f"{opts.get('scheduler') or space.scheduler or 'asha'}",
         "data": f"{meta.data} (hash {meta.data_hash})",
         "budget": _duration(ledger.budget_s) if ledger.budget_s else f"none ({opts.get('samples')} samples)",
+        "validation": f"{meta.cv}-fold cross-validation: {metric} is the mean over the folds"
+        if meta.cv
+        else "one split",
     }
     counts = trials["status"].value_counts() if len(trials) else {}
     facts["trials"] = f"{len(trials)}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none yet")
@@ -116,11 +121,14 @@ def _facts(sweep: Sweep, trials: pd.DataFrame, running: bool) -> dict[str, str]:
         best = scored.iloc[0]
         facts["best trial"] = f"{best['trial_id']}: {metric} {best[best_col]:.4f} at epoch {best['best_epoch']}"
         preset = scored[scored["preset"]] if "preset" in scored else scored.iloc[0:0]
+        spread = best.get(f"{metric}_std")
+        if spread is not None and spread == spread:  # a --cv trial's std (NaN elsewhere)
+            facts["best trial"] += f" (± {spread:.4f} across folds)"
         if len(preset):
             gain = best[best_col] - preset.iloc[0][best_col]
             facts["preset trial"] = (
                 f"{preset.iloc[0]['trial_id']}: {metric} {preset.iloc[0][best_col]:.4f} "
-                f"(tuning gained {gain:+.4f} on the same validation split)"
+                f"(tuning gained {gain:+.4f} on the same {'folds' if meta.cv else 'validation split'})"
             )
     facts["generated"] = _dt.datetime.now().isoformat(timespec="seconds")
     return facts
@@ -172,6 +180,9 @@ def build_report(
         trial_eval, why = evaluate_trial(scored.iloc[0].to_dict(), val or ValidationData.of(sweep))
         evaluation = trial_eval.eval if trial_eval else None
 
+    if space.objectives:  # several objectives: the front, from the finished trials
+        done = trials[(trials["status"] == "completed") & (trials["epochs"] >= space.max_epochs)] if len(trials) else trials
+        _draw(sections, not_drawn, "pareto", lambda: pareto_front(done, sweep.pareto(), space.objectives))
     for sid, draw in (("confusion", confusion), ("per-class", per_class_f1)):
         _draw(sections, not_drawn, sid, lambda draw=draw: _of_best(draw, evaluation, why))  # type: ignore[misc]
     page = render_page(f"poketune sweep {sweep.name}", _facts(sweep, trials, running), sections, trials, refresh_s=refresh_s)

@@ -8,7 +8,7 @@ its place (too few finished trials, no checkpoint, …).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ __all__ = [
     "confusion",
     "learning_curves",
     "optuna_figure",
+    "pareto_front",
     "per_class_f1",
 ]
 
@@ -155,7 +156,14 @@ def optuna_figure(kind: str, sweep: Sweep) -> go.Figure:
     plot = getattr(optuna.visualization, OPTUNA_PLOTS[kind])
     if plot is plot_param_importances and len({tuple(sorted(t.params.items())) for t in done}) < 2:
         raise NotDrawn("every finished trial had the same parameters")
-    fig: go.Figure = plot(study, params=params) if kind != "importance" else plot(study)
+    # several objectives: Optuna's plots take one; they show the first (what ASHA pruned on).
+    # Its importance evaluator (PED-ANOVA) ranks by what makes a target *low*: a maximised
+    # first objective goes in negated there
+    target: dict[str, Any] = {}
+    if len(study.directions) > 1:
+        sign = -1.0 if kind == "importance" and sweep.space.mode == "max" else 1.0
+        target = {"target": lambda t: sign * t.values[0], "target_name": sweep.space.metric}
+    fig: go.Figure = plot(study, params=params, **target) if kind != "importance" else plot(study, **target)
     fig.update_layout(template="plotly_white")
     return fig
 
@@ -182,3 +190,21 @@ def per_class_f1(ev: CheckpointEval, title: str) -> go.Figure:
     fig.update_yaxes(range=[0, 1])
     return _layout(fig, f"per-class scores: {title}", yaxis="score (validation)")
 
+
+
+def pareto_front(trials: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple[str, str]]) -> go.Figure:
+    """Every finished trial on the first two objectives, the Pareto front joined up."""
+    import plotly.graph_objects as go
+
+    (first, _), (second, _) = objectives[:2]
+    x, y = second, f"best_{first}"
+    if trials.empty or x not in trials or y not in trials:
+        raise NotDrawn(f"no trial has reported {first} and {second} yet")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=trials[x], y=trials[y], mode="markers", name="trials", text=trials["trial_id"],
+                             marker={"color": "lightgray", "size": 8},
+                             hovertemplate="%{text}: %{x:.4g}, %{y:.4f}<extra></extra>"))  # fmt: skip
+    line = front.sort_values(x)
+    fig.add_trace(go.Scatter(x=line[x], y=line[y], mode="lines+markers", name="Pareto front", text=line["trial_id"],
+                             marker={"size": 10}, hovertemplate="%{text}: %{x:.4g}, %{y:.4f}<extra></extra>"))  # fmt: skip
+    return _layout(fig, f"{first} against {second}: the trials that ran every epoch", xaxis=second, yaxis=y)

@@ -1,6 +1,8 @@
 """The distributions a search space may use, as a registry (``DISTRIBUTIONS``).
 
-Each one checks its own YAML arguments and knows how to ask an Optuna trial for a value.
+Each one checks its own YAML arguments and knows how to ask an Optuna trial for a value,
+and which Ray Tune domain samples the same values (population-based training samples and
+mutates through Tune, without Optuna).
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class Distribution:
         return list(param.args)
 
     def suggest(self, trial: optuna.trial.BaseTrial, param: Param) -> Any:
+        raise NotImplementedError
+
+    def tune_domain(self, param: Param) -> Any:
+        """The ``ray.tune`` search-space domain of the same values."""
         raise NotImplementedError
 
 
@@ -84,6 +90,12 @@ class _Uniform(Distribution):
         low, high = param.args
         return trial.suggest_float(param.name, float(low), float(high), step=param.step)
 
+    def tune_domain(self, param: Param) -> Any:
+        from ray import tune
+
+        low, high = param.args
+        return tune.quniform(low, high, param.step) if param.step else tune.uniform(low, high)
+
 
 class _LogUniform(Distribution):
     yields_float = True
@@ -97,6 +109,11 @@ class _LogUniform(Distribution):
     def suggest(self, trial: optuna.trial.BaseTrial, param: Param) -> Any:
         low, high = param.args
         return trial.suggest_float(param.name, float(low), float(high), log=True)
+
+    def tune_domain(self, param: Param) -> Any:
+        from ray import tune
+
+        return tune.loguniform(*param.args)
 
 
 class _Int(Distribution):
@@ -123,6 +140,16 @@ class _Int(Distribution):
         low, high = param.args
         return trial.suggest_int(param.name, low, high, step=int(param.step or 1), log=param.log)
 
+    def tune_domain(self, param: Param) -> Any:
+        from ray import tune
+
+        low, high = param.args
+        if param.log:
+            return tune.lograndint(low, high + 1)  # Tune's upper bound is exclusive
+        # qrandint's upper bound is in or out depending on q's rounding (measured, Ray 2.60):
+        # the values themselves, both ends included
+        return tune.choice(list(range(low, high + 1, int(param.step or 1))))
+
 
 class _Choice(Distribution):
     usage = "a non-empty list of values (values may be lists)"
@@ -143,6 +170,11 @@ class _Choice(Distribution):
 
     def suggest(self, trial: optuna.trial.BaseTrial, param: Param) -> Any:
         return param.decode(trial.suggest_categorical(param.name, param.labels()))
+
+    def tune_domain(self, param: Param) -> Any:
+        from ray import tune
+
+        return tune.choice(list(param.args))
 
 
 for _name, _dist in {

@@ -18,7 +18,7 @@ from tuning.space._yaml import read_yaml
 
 __all__ = ["METRIC_MODES", "load_space", "parse_space"]
 
-TOP_KEYS = ("task", "metric", "mode", "asha", "search", "scheduler", "fixed", "params")
+TOP_KEYS = ("task", "metric", "mode", "objectives", "asha", "search", "scheduler", "cv", "fixed", "params")
 #: metric → the only sensible mode (also the default mode)
 #: the metrics a sweep can rank by (train_loss says nothing about generalisation)
 METRIC_MODES = {k: v for k, v in ALL_METRIC_MODES.items() if k.startswith("val_")}
@@ -72,11 +72,17 @@ class _Parser:
                 self.fail((key,), f"unknown top-level key; allowed: {', '.join(TOP_KEYS)}")
         task = self._task(data.get("task"))
         metric, mode = self._objective(data)
+        objectives = self._objectives(data.get("objectives"), data)
+        if objectives:
+            metric, mode = objectives[0]
         max_epochs, grace_period, reduction_factor = self._asha(data.get("asha"))
         fixed = self._fixed(data.get("fixed"))
         params = self._params(data.get("params"), fixed)
         search, search_options = self._strategy("search", data.get("search"))
         scheduler, scheduler_options = self._strategy("scheduler", data.get("scheduler"))
+        cv = data.get("cv")
+        if cv is not None and (not _is_int(cv) or cv < 2):
+            self.fail(("cv",), f"the number of cross-validation folds: an integer >= 2, got {cv!r}")
         self._check_values(task, max_epochs, fixed, params)
         self._check_conditions(fixed, params)
         return SearchSpace(
@@ -93,6 +99,8 @@ class _Parser:
             search_options=search_options,
             scheduler=scheduler,
             scheduler_options=scheduler_options,
+            cv=cv,
+            objectives=objectives,
         )
 
     def _strategy(self, key: str, spec: Any) -> tuple[str | None, dict[str, Any]]:
@@ -140,6 +148,36 @@ class _Parser:
                 f"trials first (use mode: {METRIC_MODES[metric]} or leave it out)",
             )
         return metric, mode
+
+    def _objectives(self, spec: Any, data: dict[str, Any]) -> list[tuple[str, str]]:
+        """``objectives: [{metric: val_f1, mode: max}, {metric: latency_ms, mode: min}]``: the
+        first is what ASHA prunes on (a validation metric); the others are model costs (or
+        other validation metrics) Optuna trades it against."""
+        from training.metrics import COST_METRICS
+
+        if spec is None:
+            return []
+        if not isinstance(spec, list) or len(spec) < 2:
+            self.fail(("objectives",), "a list of at least two {metric: NAME, mode: max|min} (one objective: use metric:)")
+        if "metric" in data or "mode" in data:
+            self.fail(("objectives",), "give either metric:/mode: or objectives:, not both (the first objective is the metric)")
+        out: list[tuple[str, str]] = []
+        valid = {**METRIC_MODES, **dict.fromkeys(COST_METRICS, "min")}
+        for i, item in enumerate(spec):
+            if not isinstance(item, dict) or set(item) - {"metric", "mode"} or "metric" not in item:
+                self.fail(("objectives", i), "expects {metric: NAME, mode: max|min}")
+            metric = item["metric"]
+            if metric not in (METRIC_MODES if i == 0 else valid):
+                what = "the first objective is what ASHA prunes on, a validation metric" if i == 0 else "valid"
+                names = METRIC_MODES if i == 0 else valid
+                self.fail(("objectives", i, "metric"), f"unknown metric {metric!r}; {what}: {', '.join(names)}")
+            mode = item.get("mode", valid[metric])
+            if mode != valid[metric]:
+                self.fail(("objectives", i, "mode"), f"{metric} is {valid[metric]}imized, got mode: {mode!r}")
+            if metric in (m for m, _ in out):
+                self.fail(("objectives", i, "metric"), f"{metric} is already an objective")
+            out.append((metric, mode))
+        return out
 
     def _asha(self, asha: Any) -> tuple[int, int, int | float]:
         if asha is None:

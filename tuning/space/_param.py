@@ -67,6 +67,12 @@ class Param:
 
         return DISTRIBUTIONS.get(self.kind).suggest(trial, self)
 
+    def tune_domain(self) -> Any:
+        """The ``ray.tune`` domain of the same values (PBT samples through Tune)."""
+        from tuning.space._distributions import DISTRIBUTIONS
+
+        return DISTRIBUTIONS.get(self.kind).tune_domain(self)
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML form: ``{kind: args, step?, log?, when?}``."""
         out: dict[str, Any] = {self.kind: _plain(self.args)}

@@ -42,6 +42,17 @@ class SearchSpace:
     search_options: dict[str, Any] = field(default_factory=dict)
     scheduler: str | None = None
     scheduler_options: dict[str, Any] = field(default_factory=dict)
+    #: ``cv: K``: every trial trains K stratified folds (``tune --cv K``); None: one split
+    cv: int | None = None
+    #: ``objectives:`` (metric, mode) pairs, the first being ``metric``/``mode``; empty: one
+    objectives: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def cost_objectives(self) -> list[str]:
+        """The model-cost metrics among the objectives (trials then measure their cost)."""
+        from training.metrics import COST_METRICS
+
+        return [m for m, _ in self.objectives if m in COST_METRICS]
 
     # ------------------------------------------------------------------ sampling
     def is_active(self, param: Param, values: dict[str, Any]) -> bool:
@@ -159,18 +170,21 @@ class SearchSpace:
 
         Fixed values written as bare values under ``params`` come back under ``fixed``.
         """
-        return {
-            "task": self.task,
-            "metric": self.metric,
-            "mode": self.mode,
-            "asha": {
-                "max_epochs": self.max_epochs,
-                "grace_period": self.grace_period,
-                "reduction_factor": self.reduction_factor,
-            },
-            "fixed": copy.deepcopy(self.fixed),
-            "params": {name: p.to_dict() for name, p in self.params.items()},
+        doc: dict[str, Any] = {"task": self.task}
+        if self.objectives:
+            doc["objectives"] = [{"metric": m, "mode": mode} for m, mode in self.objectives]
+        else:
+            doc.update(metric=self.metric, mode=self.mode)
+        doc["asha"] = {
+            "max_epochs": self.max_epochs,
+            "grace_period": self.grace_period,
+            "reduction_factor": self.reduction_factor,
         }
+        if self.cv:
+            doc["cv"] = self.cv
+        doc["fixed"] = copy.deepcopy(self.fixed)
+        doc["params"] = {name: p.to_dict() for name, p in self.params.items()}
+        return doc
 
     def to_yaml(self) -> str:
         header = f"# search space loaded from {self.path}\n" if self.path else ""
