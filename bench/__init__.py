@@ -51,14 +51,17 @@ BENCHMARKS.register("features")(
 BENCHMARKS.register("quality")(
     ("quality", "test macro-F1 on real artwork: bare baseline vs preset vs tune→retrain→submit")
 )
+BENCHMARKS.register("soak")(
+    ("soak", "a 400-trial sweep: driver/trial memory, file descriptors, actors, storage per 100 trials")
+)
 BENCHMARKS.register("cv_selection")(
     ("cv_selection", "test macro-F1 of the config a sweep selects, with and without --cv 3")
 )
 
 #: every benchmark, cheap ones first, so a failure of ``poketune bench all`` shows early
 ORDER = (
-    "data", "overhead", "trial_overhead", "sweep_efficiency", "seeds", "gpu", "features", "quality",
-    "cv_selection",
+    "data", "overhead", "trial_overhead", "sweep_efficiency", "seeds", "gpu", "features", "soak",
+    "quality", "cv_selection",
 )  # fmt: skip
 #: run only when named: ``all`` leaves them out (quality takes about an hour per task,
 #: cv_selection 1.5 hours)

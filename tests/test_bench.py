@@ -249,3 +249,17 @@ def test_gpu_benchmark_code_runs_on_the_cpu(tmp_path: Path) -> None:
     assert [p["trials"] for p in packing] == [1, 4]
     assert all(p["images_per_wall_s"] > 0 for p in packing)
     assert len(report.tables["throughput per path"]) == 5
+
+
+@pytest.mark.slow
+def test_soak_quick_samples_the_sweep_and_finds_no_leak(tmp_path: Path) -> None:
+    assert main(["bench", "soak", "--quick", "--out", str(tmp_path)]) == 0
+    doc = _read(tmp_path, "soak")
+    rows = doc["tables"]["samples"]
+    assert len(rows) >= 3 and rows[-1]["trials"] == 30  # sampled while the sweep ran
+    assert all(r["driver_rss_mb"] > 0 and r["driver_fds"] > 0 for r in rows)
+    summary = doc["summary"]
+    assert summary["trials"] == 30 and summary["driver_rss_mb per 100 trials"] is not None
+    # after the sweep: no trial actor alive, no placement group left
+    assert summary["trial_actors_alive_after"] == 0 and summary["placement_groups_after"] == 0
+    assert summary["KB per trial"] == pytest.approx(summary["sweep folder MB"] * 1024 / 30, rel=0.01)

@@ -3,6 +3,7 @@ augmentation fill that follows the data's background."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,29 @@ def test_a_truncated_file_is_a_named_error(task1_checkpoint: Path, tmp_path: Pat
     bad.write_bytes(task1_checkpoint.read_bytes()[:200])
     with pytest.raises(CheckpointError, match=str(bad)):
         Checkpoint.load(bad)
+
+
+def test_a_full_disk_while_saving_leaves_the_previous_checkpoint(
+    task1_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import training.files
+
+    ckpt = Checkpoint.load(task1_checkpoint)
+    ckpt.save(tmp_path)
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+
+    def disk_full(fd: int) -> None:  # the new file is half on disk when the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training.files.os, "fsync", disk_full)
+    later = dataclasses.replace(ckpt, epoch=ckpt.epoch + 1)
+    with pytest.raises(OSError, match="No space left"):
+        later.save(tmp_path)
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
+    assert Checkpoint.load(tmp_path).epoch == ckpt.epoch
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temporary file left
 
 
 def test_every_reader_goes_through_the_type(

@@ -282,7 +282,7 @@ ERRORS: dict[str, tuple[str, str]] = {
     # case: (document, expected message fragment after "space.yaml:LINE: ")
     "unknown top-level key": (
         HEADER + "tunables: 3\nparams:\n" + LR,
-        "tunables: unknown top-level key; allowed: task, metric, mode, asha, search, scheduler, cv, fixed, params",
+        "tunables: unknown top-level key; allowed: task, metric, mode, objectives, asha, search, scheduler, cv, fixed, params",
     ),
     "one fold": (
         HEADER + "cv: 1\nparams:\n" + LR,

@@ -56,8 +56,10 @@ SECTIONS = {
     "slice": "slice plots (Optuna)",
     "confusion": "best trial: confusion matrix",
     "per-class": "best trial: per-class scores",
-    "pareto": "accuracy against cost: the Pareto front",
 }
+#: sections only some sweeps have: a space with ``objectives:``
+OPTIONAL_SECTIONS = {"pareto": "accuracy against cost: the Pareto front"}
+_TITLES = {**SECTIONS, **OPTIONAL_SECTIONS}
 
 
 @dataclass
@@ -136,10 +138,10 @@ def _facts(sweep: Sweep, trials: pd.DataFrame, running: bool) -> dict[str, str]:
 
 def _draw(sections: list[Section], not_drawn: dict[str, str], sid: str, make: Callable[[], go.Figure], note: str = "") -> None:
     try:
-        sections.append(Section(sid, SECTIONS[sid], make(), note))
+        sections.append(Section(sid, _TITLES[sid], make(), note))
     except NotDrawn as exc:
         not_drawn[sid] = str(exc)
-        sections.append(Section(sid, SECTIONS[sid], None, f"not drawn: {exc}"))
+        sections.append(Section(sid, _TITLES[sid], None, f"not drawn: {exc}"))
 
 
 def _of_best(draw: Callable[[CheckpointEval, str], go.Figure], evaluation: CheckpointEval | None, why: str) -> go.Figure:
