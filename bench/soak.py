@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import threading
 import time
@@ -97,8 +98,13 @@ def _ray_counts() -> dict[str, float]:
     }
 
 
+#: a trial's folder: tuning.sweep names it by the trial's id
+_TRIAL_DIR = re.compile(r"^[0-9a-f]{8}(_\d+)?$")
+
+
 def _trials_started(sweep: Path) -> int:
-    return sum(1 for d in sweep.glob("*/params.json")) if sweep.is_dir() else 0
+    """Trials started so far: their folders (counted, never read: the sweep is running)."""
+    return sum(1 for d in sweep.iterdir() if d.is_dir() and _TRIAL_DIR.match(d.name)) if sweep.is_dir() else 0
 
 
 class _Sampler(threading.Thread):
@@ -157,9 +163,9 @@ def run(quick: bool = False, out: str | Path = DEFAULT_OUT) -> BenchReport:
         sampler.done.set()
         sampler.join()
         time.sleep(1.0)  # let Ray finish tearing down what the sweep ended
-        after = sampler.sample()
+        after = sampler.sample()  # the last sample: every trial started, the sweep returned
         folder_mb = _folder_mb(storage / "soak")
-    rows = sampler.rows
+    rows = [*sampler.rows, after]
     keys = ("driver_rss_mb", "driver_fds", "trial_rss_mb", "actors", "placement_groups", "object_store_mb", "sweep_mb")
     growth = {k: growth_per_100(rows, k, trials) for k in keys}
     leaks = {

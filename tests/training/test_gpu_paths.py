@@ -30,7 +30,7 @@ from training import loop as loop_module
 from training.config import AugmentConfig
 from training.data import BatchAugment, Preprocessing
 from training.data.augment import affine_batch, color_jitter_batch
-from training.engine import LocalReporter, PreparedData
+from training.engine import PreparedData
 from training.loop import (
     ArrayLoader,
     autocast_for,
@@ -326,7 +326,7 @@ def test_pin_memory_is_never_called_on_the_whole_dataset(monkeypatch: pytest.Mon
     monkeypatch.setattr(loop_module, "_pinned_empty", staging, raising=False)
     data = _prepared(huge=True)
     cfg = preset_config("task2", {"optim.batch_size": 16, "data.image_size": 8})
-    batches = engine._batches(cfg, data, LocalReporter(), CUDA, 0)
+    batches = engine._batches(cfg, data, 0, 1, CUDA, 0)
     assert batches.train.images.device.type == "cpu"
     assert not [s for s in pinned_whole if s[0] >= len(data.y_train)], pinned_whole
     # batches reach the GPU through batch-sized pinned blocks instead
@@ -380,7 +380,7 @@ def test_fit_keeps_the_data_in_host_memory_when_the_gpu_has_no_room(
         loop_module, "_pinned_empty", lambda shape, dtype: torch.empty(shape, dtype=dtype)
     )
     cfg = preset_config("task2", {"optim.batch_size": 16, "data.image_size": 8})
-    batches = engine._batches(cfg, _prepared(), LocalReporter(), CUDA, 0)
+    batches = engine._batches(cfg, _prepared(), 0, 1, CUDA, 0)
     assert batches.train.images.device.type == "cpu" and batches.train.pin_memory
 
 
