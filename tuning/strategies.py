@@ -223,7 +223,7 @@ SCHEDULERS.register("pbt")(
     Strategy(
         _pbt,
         ("perturbation_interval", "burn_in_period", "quantile_fraction", "resample_probability",
-         "perturbation_factors", "mutate", "population"),
+         "perturbation_factors", "synch", "mutate", "population"),
         searcher=False,
         own=("mutate", "population"),
     )

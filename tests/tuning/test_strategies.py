@@ -191,7 +191,7 @@ def test_enqueued_configs_run_first_then_the_preset(tmp_path: Path, ray_session:
 PBT_SPACE = """
 task: task2
 asha: {max_epochs: 6, grace_period: 1, reduction_factor: 2}
-scheduler: {name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0, population: 2}
+scheduler: {name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0, population: 2, synch: true}
 fixed: {data.image_size: 16, model.channels: 4, optim.scheduler: none}
 params:
   optim.lr: {loguniform: [1.0e-3, 3.0e-2]}
@@ -218,18 +218,25 @@ def test_pbt_exploits_continue_from_the_copied_epoch_with_the_mutated_rate(tmp_p
     hist = sweep.history()
     hops = hist[hist["exploited_from"].notna()]
     assert len(hops) >= 1, "no exploit in 6 epochs of a 2-trial population"
-    # Ray's own record of every exploit (pbt_policy_<target>.txt): [target tag, clone tag,
-    # target iteration, clone iteration, clone config, new config]
+    # Ray's own record of every exploit (pbt_global.txt): [target tag, clone tag, target
+    # iteration, clone iteration, clone config, new config]
     for trial_id, group in hops.groupby("trial_id"):
-        policy = [json.loads(line) for line in (sweep.path / f"pbt_policy_{trial_id}.txt").read_text().splitlines()]
+        # (each trial's pbt_policy file is overwritten by its clone's at every exploit, so the
+        # global log is the complete one)
+        assert (sweep.path / f"pbt_policy_{trial_id}.txt").is_file()
+        policy = [json.loads(line) for line in (sweep.path / "pbt_global.txt").read_text().splitlines()]
         mine = group.sort_values("epoch")
         last = mine.iloc[-1]
         # the first epoch after taking the other trial's state continues from its epoch
         assert int(last["epoch"]) == int(last["exploited_epoch"]) + 1
         assert last["exploited_from"] != trial_id and last["exploited_from"] in set(frame["trial_id"])
-        clone_cfg, new_cfg = policy[-1][4], policy[-1][5]
+        # the exploit Ray recorded with this rate as its new config (a later one, at the last
+        # epoch, may have no epoch left to report)
+        mine_in_policy = [e for e in policy if e[5]["optim.lr"] == pytest.approx(last["lr"])]
+        assert mine_in_policy, (last["lr"], [e[5]["optim.lr"] for e in policy])
+        clone_cfg, new_cfg = mine_in_policy[-1][4], mine_in_policy[-1][5]
         # the mutated rate is the one in the optimizer (the restored state had the copied one)
-        assert last["lr"] == pytest.approx(new_cfg["optim.lr"])
+        assert last["lr"] == pytest.approx(new_cfg["optim.lr"]) and last["lr"] != pytest.approx(clone_cfg["optim.lr"])
         assert new_cfg["optim.lr"] / clone_cfg["optim.lr"] == pytest.approx(1.2) or new_cfg["optim.lr"] / clone_cfg[
             "optim.lr"
         ] == pytest.approx(0.8)
@@ -237,9 +244,9 @@ def test_pbt_exploits_continue_from_the_copied_epoch_with_the_mutated_rate(tmp_p
         assert new_cfg["model.stages"] == clone_cfg["model.stages"]
         row = frame.set_index("trial_id").loc[trial_id]
         assert f"epoch {int(last['epoch'])} ← {last['exploited_from']}@{int(last['exploited_epoch'])}" in row["lineage"]
-    # every epoch checkpointed (PBT copies the latest), at most PBT_KEEP kept per trial
+    # checkpoints kept (PBT_KEEP; Ray may hold one more that a pending exploit refers to)
     for trial_dir in frame["trial_dir"]:
-        assert 1 <= len(list(Path(trial_dir).glob("checkpoint_*"))) <= 4
+        assert 1 <= len(list(Path(trial_dir).glob("checkpoint_*"))) <= 5
 
 
 def test_pbt_refuses_what_it_cannot_combine(tmp_path: Path) -> None:
