@@ -70,19 +70,29 @@ TASKS.register("task3")(
 )
 TASKS.register("task3_lite")(
     {  # task 3 on a fresh machine: EfficientNet-Lite0, whose ImageNet weights ship with poketune
-        # (no torch hub cache, no network); otherwise task3's recipe (sampler, plateau, batch
-        # 32, 30 epochs, the same augmentation and early stopping)
+        # (no torch hub cache, no network). Not task3's frozen-stages recipe: on bench quality's
+        # task3 set (test Pokémon unseen in training) a full fine-tune was what won. The bare
+        # Lite0 script (every stage trains, AdamW 3e-4, 8 epochs) reached val_f1 0.40-0.43,
+        # while the earlier preset here (last 3 stages, 3 head-only epochs, Adam) scored
+        # 0.28-0.31 inside the same sweeps (docs/benchmarks.md). So: every stage trains from
+        # the first epoch, AdamW with a cosine decay over 10 epochs (the bare script was still
+        # improving at its 8th), label smoothing against over-confident fits of ~800 images,
+        # and task3's sampler, flips and light jitter
         **TASKS.get("task3"),
         "model.name": "efficientnet_lite0",
         "model.head_hidden": [256],
         "model.head_dropout": [0.3],
-        # after the head phase the last 3 of 9 stages train: MBConv stages 6-7 + the 1×1 conv
-        "model.freeze_depth": 3,
+        "model.freeze_depth": -1,
         "data.image_size": 160,  # keeps a CPU epoch short (nominal: 224)
         "data.normalize": "lite",  # (x - 127) / 128, what the Lite weights were trained on
-        "optim.lr": 1e-3,  # head phase: only the new head learns
-        "optim.head_epochs": 3,
-        "optim.finetune_lr": 1e-4,
+        "optim.optimizer": "adamw",
+        "optim.lr": 5e-4,
+        "optim.weight_decay": 1e-2,
+        "optim.scheduler": "cosine",
+        "optim.epochs": 10,
+        "optim.label_smoothing": 0.1,
+        "augment.rotation": 10.0,
+        "augment.scale": 0.1,
     }
 )
 TASKS.register("cifar10_cnn")(
