@@ -116,7 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: the ``bench`` options that only some benchmarks take (see ``run_benchmark``)
-BENCH_OPTIONS = ("task", "budget", "seeds", "first_seed", "artwork", "arms")
+BENCH_OPTIONS = ("task", "budget", "seeds", "first_seed", "artwork", "arms", "tracemalloc")
 
 
 def _add_quality_options(p: argparse.ArgumentParser) -> None:
@@ -127,6 +127,9 @@ def _add_quality_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--first-seed", type=int, help="the first training seed (default 0): --first-seed 2 --seeds 1 runs seed 2 alone")
     g.add_argument("--arms", help="quality: the arms to run, comma-separated (default baseline,preset,flow)")
     g.add_argument("--artwork", help="the Pokémon artwork folder (default ../shared/data/pokemon-artwork)")
+    g = p.add_argument_group("soak")
+    g.add_argument("--tracemalloc", action="store_true", default=None,
+                   help="trace the driver's Python allocations and attribute its growth by package")
 
 
 def bench_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,12 @@ It reports each one's growth per 100 trials (a least-squares slope against the t
 started, after the first tenth of the sweep: imports and caches fill up first), what is
 still alive once the sweep has returned (trial actors, placement groups: leaks), and the
 sweep folder's size per trial. Linux only (``/proc``).
+
+``--tracemalloc`` also traces the driver's Python allocations (Python's ``tracemalloc``, one
+frame per allocation) and diffs a snapshot taken at a quarter of the trials against one taken
+after the sweep, grouped by package: the part of the driver's growth that is Python objects,
+and whose. What RSS grows beyond that is native memory (Ray's C++ core worker, glibc's
+arenas). Tracing slows the driver, so its growth figures come from a separate run.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import re
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +37,9 @@ import numpy as np
 
 from bench._common import DEFAULT_OUT, BenchReport, Target, dataset, ray_session, write_space
 
-__all__ = ["SAMPLE_S", "growth_per_100", "run", "space_doc"]
+__all__ = ["OPTIONS", "SAMPLE_S", "by_package", "growth_per_100", "run", "space_doc"]
+
+OPTIONS = ("tracemalloc",)
 
 SAMPLE_S = 2.0
 #: driver RSS growth the issue allows per 100 trials
@@ -107,13 +116,33 @@ def _trials_started(sweep: Path) -> int:
     return sum(1 for d in sweep.iterdir() if d.is_dir() and _TRIAL_DIR.match(d.name)) if sweep.is_dir() else 0
 
 
+#: where an allocation's file lives → the package it is counted under (first match)
+_PACKAGES = (
+    ("/ray/", "ray"), ("/optuna/", "optuna"), ("/sqlalchemy/", "sqlalchemy"), ("/pandas/", "pandas"),
+    ("/pyarrow/", "pyarrow"), ("/torch/", "torch"), ("/tuning/", "poketune"), ("/training/", "poketune"),
+)  # fmt: skip
+
+
+def by_package(diff: list[tracemalloc.StatisticDiff]) -> dict[str, float]:
+    """MB of growth per package in a snapshot diff (by file), the rest as ``other``."""
+    out: dict[str, float] = {}
+    for stat in diff:
+        path = stat.traceback[0].filename.replace("\\", "/")
+        name = next((pkg for part, pkg in _PACKAGES if part in path), "other")
+        out[name] = out.get(name, 0.0) + stat.size_diff / 2**20
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 class _Sampler(threading.Thread):
-    def __init__(self, sweep: Path, every_s: float) -> None:
+    def __init__(self, sweep: Path, every_s: float, snapshot_at: int | None = None) -> None:
         super().__init__(daemon=True)
         self.sweep, self.every_s = sweep, every_s
         self.rows: list[dict[str, float]] = []
         self.done = threading.Event()
         self.t0 = time.perf_counter()
+        #: with tracing on: the trials started when the first snapshot is taken
+        self.snapshot_at = snapshot_at
+        self.first: tuple[float, tracemalloc.Snapshot] | None = None
 
     def sample(self) -> dict[str, float]:
         me = os.getpid()
@@ -132,7 +161,22 @@ class _Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(self.every_s):
-            self.rows.append(self.sample())
+            row = self.sample()
+            self.rows.append(row)
+            if self.snapshot_at is not None and self.first is None and row["trials"] >= self.snapshot_at:
+                self.first = (row["trials"], tracemalloc.take_snapshot())
+
+
+def _final_sample(sampler: _Sampler, tries: int = 5) -> dict[str, float]:
+    """The sample after the sweep, the one leaks are judged by: the state API can miss an
+    answer on a busy machine, so it is asked again (a missing count would judge nothing)."""
+    row = sampler.sample()
+    for _ in range(tries - 1):
+        if "trial_actors" in row:
+            break
+        time.sleep(1.0)
+        row = sampler.sample()
+    return row
 
 
 def growth_per_100(rows: list[dict[str, float]], key: str, total_trials: int) -> float | None:
@@ -146,24 +190,46 @@ def growth_per_100(rows: list[dict[str, float]], key: str, total_trials: int) ->
     return float(np.polyfit(x, y, 1)[0] * 100.0)
 
 
-def run(quick: bool = False, out: str | Path = DEFAULT_OUT) -> BenchReport:
+def run(quick: bool = False, out: str | Path = DEFAULT_OUT, tracemalloc: bool = False) -> BenchReport:
+    import tracemalloc as tm
+
     from tuning.sweep import SweepOptions, run_sweep
 
     t0 = time.perf_counter()
     trials, every_s = (30, 0.5) if quick else (400, SAMPLE_S)
     out = Path(out)
     data = dataset("task2", 0.03, out)
+    traced: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp, ray_session(num_cpus=2):
         space = write_space(Path(tmp) / "soak.yaml", space_doc())
         storage = Path(tmp) / "runs"
-        sampler = _Sampler(storage / "soak", every_s)
+        sampler = _Sampler(storage / "soak", every_s, snapshot_at=trials // 4 if tracemalloc else None)
+        if tracemalloc:
+            tm.start(1)
         sampler.start()
         result = run_sweep(SweepOptions(space=str(space), data=str(data), samples=trials, name="soak",
                                         storage=str(storage), seed=0, max_failures=0))  # fmt: skip
         sampler.done.set()
         sampler.join()
         time.sleep(1.0)  # let Ray finish tearing down what the sweep ended
-        after = sampler.sample()  # the last sample: every trial started, the sweep returned
+        if tracemalloc and sampler.first is not None:
+            at, first = sampler.first
+            last_at = float(_trials_started(storage / "soak"))
+            diff = tm.take_snapshot().compare_to(first, "filename")
+            span = max(last_at - at, 1.0)
+            per_100 = {k: round(v * 100 / span, 2) for k, v in by_package(diff).items()}
+            traced = {
+                "traced between trials": f"{at:.0f} and {last_at:.0f}",
+                "traced Python growth MB per 100 trials": round(sum(per_100.values()), 2),
+                "by package, MB per 100 trials": per_100,
+                "top files": [
+                    {"file": d.traceback[0].filename, "MB": round(d.size_diff / 2**20, 2), "blocks": d.count_diff}
+                    for d in diff[:12]
+                ],
+            }
+        if tracemalloc:
+            tm.stop()
+        after = _final_sample(sampler)  # every trial started, the sweep returned
         folder_mb = _folder_mb(storage / "soak")
     rows = [*sampler.rows, after]
     keys = ("driver_rss_mb", "driver_fds", "trial_rss_mb", "actors", "placement_groups", "object_store_mb", "sweep_mb")
@@ -182,6 +248,7 @@ def run(quick: bool = False, out: str | Path = DEFAULT_OUT) -> BenchReport:
         **leaks,
         "sweep folder MB": round(folder_mb, 2),
         "KB per trial": round(folder_mb * 1024 / max(result.trials, 1), 1),
+        **traced,
     }
     targets = [
         Target("driver RSS growth MB per 100 trials", growth["driver_rss_mb"], RSS_TARGET_MB, "<=", "issue 19"),
@@ -191,7 +258,8 @@ def run(quick: bool = False, out: str | Path = DEFAULT_OUT) -> BenchReport:
     return BenchReport(
         benchmark="soak",
         quick=quick,
-        config={"trials": trials, "sample_s": every_s, "space": space_doc(), "images": str(data)},
+        config={"trials": trials, "sample_s": every_s, "space": space_doc(), "images": str(data),
+                "tracemalloc": tracemalloc},
         tables={"samples": rows},
         summary=summary,
         targets=targets,

@@ -8,6 +8,14 @@ follows the order trials really ran in and the same seed reproduces the same swe
 two strategies of a seed run side by side in two driver processes on one Ray cluster (one
 core each).  Random search is Optuna's ``RandomSampler`` on the same define-by-run space
 with Tune's ``FIFOScheduler`` (every trial runs all epochs).
+
+The other strategies ``tune --search/--scheduler`` offer (issue 18) run on the same seeds,
+space and data: the median stopping rule with TPE, ASHA with random proposals (what pruning
+alone buys), and ASHA with Optuna's Gaussian-process sampler. The target stays the one above
+(ASHA + TPE against random search, the best of those two); the strategy table compares every
+strategy at the same compute: its best val_f1 after as many epochs as the cheapest strategy
+of that seed used in all. PBT is not in it: its population trains side by side, and these
+sweeps run one trial at a time.
 """
 
 from __future__ import annotations
@@ -58,7 +66,12 @@ class Strategy:
 STRATEGIES = (
     Strategy("asha+tpe", "tpe", "asha"),
     Strategy("random", "random", "fifo"),
+    Strategy("median+tpe", "tpe", "median"),
+    Strategy("asha+random", "random", "asha"),
+    Strategy("asha+gp", "gp", "asha"),
 )
+#: the pair the target compares (the rest are measured beside them)
+_PAIR = ("asha+tpe", "random")
 
 
 def space_doc(max_epochs: int) -> dict[str, Any]:
@@ -155,7 +168,7 @@ def _summarise(
     seed: int, outcomes: dict[str, dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, pd.DataFrame]]:
     curves = {label: curve(pd.DataFrame(o["history"]), o["order"]) for label, o in outcomes.items()}
-    best = max(float(c["best_so_far"].max()) for c in curves.values())
+    best = max(float(curves[label]["best_so_far"].max()) for label in _PAIR)
     target = best - TOLERANCE
     rows = []
     for label, c in curves.items():
@@ -201,6 +214,26 @@ def equal_budget(seed: int, curves: dict[str, pd.DataFrame]) -> dict[str, Any]:
     }
 
 
+def strategy_table(curves: dict[tuple[int, str], pd.DataFrame]) -> list[dict[str, Any]]:
+    """Per strategy over the seeds: epochs trained, its own best val_f1, and its best after
+    as many epochs as the cheapest strategy of the same seed used in all (equal compute)."""
+    seeds = sorted({seed for seed, _ in curves})
+    cheapest = {seed: min(len(c) for (s, _), c in curves.items() if s == seed) for seed in seeds}
+    rows = []
+    for label in dict.fromkeys(label for _, label in sorted(curves, key=lambda k: k[0])):
+        mine = {seed: curves[(seed, label)] for seed in seeds if (seed, label) in curves}
+        at_equal = [float(c.loc[c["epochs"] <= cheapest[seed], "best_so_far"].iloc[-1]) for seed, c in mine.items()]
+        rows.append({
+            "strategy": label,
+            "seeds": len(mine),
+            "mean_total_epochs": statistics.fmean(len(c) for c in mine.values()),
+            "mean_best_val_f1": statistics.fmean(float(c["best_so_far"].max()) for c in mine.values()),
+            "mean_best_at_equal_epochs": statistics.fmean(at_equal),
+            "mean_trial_s": statistics.fmean(float(c["time_s"].iloc[-1]) for c in mine.values()),
+        })  # fmt: skip
+    return rows
+
+
 def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
     """Best-so-far val_f1 against cumulative epochs: one line per (seed, strategy)."""
     import matplotlib
@@ -209,7 +242,8 @@ def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
-    colors = {"asha+tpe": "tab:blue", "random": "tab:orange"}
+    colors = {"asha+tpe": "tab:blue", "random": "tab:orange", "median+tpe": "tab:green",
+              "asha+random": "tab:red", "asha+gp": "tab:purple"}  # fmt: skip
     seen: set[str] = set()
     for (seed, label), c in sorted(curves.items()):
         ax.step(
@@ -227,7 +261,7 @@ def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
         seen.add(label)
     ax.set_xlabel("epochs trained so far (all trials)")
     ax.set_ylabel("best val_f1 so far")
-    ax.set_title("ASHA + TPE vs random search (line style = seed)")
+    ax.set_title("search strategies on one space (line style = seed)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -307,6 +341,7 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
         tables={
             "per seed and strategy": rows,
             "best val_f1 after the epochs the ASHA sweep used": budget_rows,
+            "per strategy": strategy_table(curves),
         },
         summary={
             "total_epoch_ratio_per_seed": [

@@ -91,12 +91,15 @@ class PendingServer:
 
 
 @contextmanager
-def launch_mlflow_server(workdir: Path, *, startup_timeout_s: float = 90.0) -> Iterator[PendingServer]:
+def launch_mlflow_server(
+    workdir: Path, *, startup_timeout_s: float = 90.0, port: int | None = None
+) -> Iterator[PendingServer]:
     """Start ``mlflow server`` (one worker) in ``workdir`` without waiting for it (it takes
     a while to start: do other set-up meanwhile, then call ``.ready()``); stop it (its whole
-    process group) when the block ends."""
+    process group) when the block ends. A ``workdir`` used before keeps its runs; ``port``
+    brings a server back where it was."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     server = MlflowServer(
         uri=f"http://127.0.0.1:{port}",
         backend_db=workdir / "backend.db",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -211,15 +212,24 @@ def test_overhead_benchmark_quick_runs_every_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sweep_efficiency_quick_compares_both_strategies(tmp_path: Path) -> None:
+def test_sweep_efficiency_quick_compares_the_strategies(tmp_path: Path) -> None:
     assert main(["bench", "sweep_efficiency", "--quick", "--out", str(tmp_path)]) == 0
     doc = _read(tmp_path, "sweep_efficiency")
     rows = doc["tables"]["per seed and strategy"]
-    assert sorted(r["strategy"] for r in rows) == ["asha+tpe", "random"]
+    assert sorted(r["strategy"] for r in rows) == ["asha+gp", "asha+random", "asha+tpe", "median+tpe", "random"]
     by = {r["strategy"]: r for r in rows}
-    # random search without pruning runs every trial to max_epochs; ASHA never runs more
+    # random search without pruning runs every trial to max_epochs; the pruning ones never run more
     assert by["random"]["total_epochs"] == doc["config"]["samples"] * doc["config"]["max_epochs"]
-    assert by["asha+tpe"]["total_epochs"] <= by["random"]["total_epochs"]
+    for label in ("asha+tpe", "median+tpe", "asha+random", "asha+gp"):
+        assert by[label]["total_epochs"] <= by["random"]["total_epochs"]
+    # the target is still ASHA + TPE against random search: the best of those two
+    assert rows[0]["target_f1"] == pytest.approx(max(by[k]["best_val_f1"] for k in ("asha+tpe", "random")) - 0.01)
+    # equal compute: every strategy's best after the cheapest one's epochs, from its own curve
+    cheapest = min(r["total_epochs"] for r in rows)
+    for t in doc["tables"]["per strategy"]:
+        c = pd.DataFrame(doc["extra"]["curves"][f"{t['strategy']}-seed0"])
+        assert t["mean_best_at_equal_epochs"] == pytest.approx(c.loc[c["epochs"] <= cheapest, "best_so_far"].max())
+        assert t["mean_best_val_f1"] == pytest.approx(by[t["strategy"]]["best_val_f1"])
     # each strategy's epochs to the target are where its own curve first reaches it
     for r in rows:
         c = pd.DataFrame(doc["extra"]["curves"][f"{r['strategy']}-seed{r['seed']}"])
@@ -253,7 +263,7 @@ def test_gpu_benchmark_code_runs_on_the_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_soak_quick_samples_the_sweep_and_finds_no_leak(tmp_path: Path) -> None:
-    assert main(["bench", "soak", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "soak", "--quick", "--tracemalloc", "--out", str(tmp_path)]) == 0
     doc = _read(tmp_path, "soak")
     rows = doc["tables"]["samples"]
     assert len(rows) >= 3 and rows[0]["trials"] < 30 and rows[-1]["trials"] == 30  # sampled while it ran
@@ -263,3 +273,32 @@ def test_soak_quick_samples_the_sweep_and_finds_no_leak(tmp_path: Path) -> None:
     # after the sweep: no trial actor alive, no placement group left
     assert summary["trial_actors_alive_after"] == 0 and summary["placement_groups_after"] == 0
     assert summary["KB per trial"] == pytest.approx(summary["sweep folder MB"] * 1024 / 30, rel=0.01)
+    # the traced growth is split by package, from a snapshot a quarter in to one after the sweep
+    first, last = (float(t) for t in summary["traced between trials"].split(" and "))
+    assert 7 <= first < last == 30
+    packages = summary["by package, MB per 100 trials"]
+    assert set(packages) <= {"ray", "optuna", "sqlalchemy", "pandas", "pyarrow", "torch", "poketune", "other"}
+    assert sum(packages.values()) == pytest.approx(summary["traced Python growth MB per 100 trials"], abs=0.05)
+
+
+def test_soak_attributes_traced_growth_to_the_package_that_allocated() -> None:
+    import tracemalloc
+
+    from bench.soak import by_package
+
+    tracemalloc.start(1)
+    try:
+        first = tracemalloc.take_snapshot()
+        kept = [bytes(1000) + bytes([i % 256]) for i in range(4000)]  # ~4 MB, allocated in this file
+        diff = tracemalloc.take_snapshot().compare_to(first, "filename")
+    finally:
+        tracemalloc.stop()
+    grown = by_package(diff)
+    assert len(kept) == 4000 and grown["other"] >= 3.5  # a test file is no package's
+    site = "/venv/lib/python3.11/site-packages"
+    fake = [
+        SimpleNamespace(traceback=[SimpleNamespace(filename=f"{site}/ray/tune/experiment/trial.py")], size_diff=2**20),
+        SimpleNamespace(traceback=[SimpleNamespace(filename=f"{site}/optuna/storages/_in_memory.py")], size_diff=2**19),
+        SimpleNamespace(traceback=[SimpleNamespace(filename="/work/repo/tuning/_progress.py")], size_diff=2**18),
+    ]
+    assert by_package(fake) == {"ray": 1.0, "optuna": 0.5, "poketune": 0.25}  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ are this dataclass's fields plus ``format``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,19 +22,30 @@ from torch import Tensor, nn
 from training.config import TrainConfig
 from training.data import Preprocessing
 from training.errors import PoketuneError
-from training.files import atomic_write
+from training.files import atomic_write, atomic_write_text
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "DIGEST_SUFFIX",
     "FORMAT_VERSION",
+    "PREVIOUS_FILE",
     "Checkpoint",
     "CheckpointError",
     "OutOfFold",
     "build_model_for",
     "load_checkpoint",
+    "load_resumable",
+    "write_verified",
 ]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: a trial's checkpoint folder also holds the checkpoint it reported before this one, so a
+#: corrupt latest file costs the epochs since the one before, not the trial (Tune keeps one
+#: folder per trial: keeping two folders would halve how often it snapshots the sweep)
+PREVIOUS_FILE = "previous.pt"
+#: every checkpoint file has a ``NAME.sha256`` beside it: torch.load checks no CRC, so a
+#: flipped byte inside a tensor would load silently
+DIGEST_SUFFIX = ".sha256"
 #: bumped whenever the stored fields change: 1 = the untyped dict, 2 = :class:`Checkpoint`
 FORMAT_VERSION = 2
 
@@ -160,24 +172,27 @@ class Checkpoint:
         state["oof"] = OutOfFold(**oof) if oof is not None else None
         return cls(**state)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``directory/checkpoint.pt`` atomically (a crash leaves the previous one)."""
+    def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         torch.save(self._state(), buf)
-        target = Path(directory) / CHECKPOINT_FILE
-        atomic_write(target, buf.getvalue())
-        return target
+        return buf.getvalue()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/checkpoint.pt`` and its digest atomically (a crash leaves the
+        previous file)."""
+        return write_verified(Path(directory) / CHECKPOINT_FILE, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> Checkpoint:
         """Read a checkpoint file, or the ``checkpoint.pt`` inside a folder, onto the CPU."""
-        file = Path(path)
-        if file.is_dir():
-            file = file / CHECKPOINT_FILE
-        if not file.is_file():
-            raise CheckpointError(f"no checkpoint at {file}")
+        file = _file(path)
+        return cls.from_bytes(_read_verified(file), file)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, file: Path) -> Checkpoint:
+        """Parse a checkpoint file's ``data``; ``file`` names it in errors."""
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:  # zip/pickle errors come in many types: all mean unreadable
             raise CheckpointError(f"{file}: not a readable checkpoint ({exc})") from exc
         version = state.get("format") if isinstance(state, dict) else None
@@ -195,3 +210,58 @@ class Checkpoint:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """:meth:`Checkpoint.load`, for call sites that read better as a function."""
     return Checkpoint.load(path)
+
+
+def _file(path: str | Path) -> Path:
+    file = Path(path)
+    return file / CHECKPOINT_FILE if file.is_dir() else file
+
+
+def _digest_file(file: Path) -> Path:
+    return file.with_name(file.name + DIGEST_SUFFIX)
+
+
+def write_verified(file: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``file`` atomically, then its sha256 beside it (``NAME.sha256``)."""
+    target = atomic_write(file, data)
+    atomic_write_text(_digest_file(target), hashlib.sha256(data).hexdigest() + "\n")
+    return target
+
+
+def _read_verified(file: Path) -> bytes:
+    """The file's bytes, checked against its digest when one is beside it (files written
+    before digests existed, or copied alone, are read unchecked)."""
+    if not file.is_file():
+        raise CheckpointError(f"no checkpoint at {file}")
+    data = file.read_bytes()
+    digest = _digest_file(file)
+    if digest.is_file():
+        expected = digest.read_text().strip()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise CheckpointError(
+                f"{file}: corrupt checkpoint ({len(data)} bytes whose sha256 {actual[:12]}… is not "
+                f"the {expected[:12]}… written with it)"
+            )
+    return data
+
+
+def load_resumable(path: str | Path) -> tuple[Checkpoint, bytes, str | None]:
+    """A trial checkpoint folder's latest readable checkpoint, for resuming.
+
+    Returns the checkpoint, its file's bytes, and ``None``; or, when ``checkpoint.pt`` is
+    corrupt or unreadable and the folder holds the one reported before it
+    (:data:`PREVIOUS_FILE`), that one with a sentence saying what happened. Raises the
+    latest file's :class:`CheckpointError` when there is nothing to fall back to.
+    """
+    file = _file(path)
+    try:
+        data = _read_verified(file)
+        return Checkpoint.from_bytes(data, file), data, None
+    except CheckpointError as latest:
+        previous = file.with_name(PREVIOUS_FILE)
+        if not previous.is_file():
+            raise
+        data = _read_verified(previous)
+        ckpt = Checkpoint.from_bytes(data, previous)
+        return ckpt, data, f"{latest}; resumed from the checkpoint before it (epoch {ckpt.epoch})"

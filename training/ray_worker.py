@@ -12,6 +12,7 @@ dataset comes out of the object store, and a :class:`RayReporter` turns poketune
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,13 @@ from ray.train import Checkpoint as RayCheckpoint
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from training.checkpoint import Checkpoint
+from training.checkpoint import (
+    CHECKPOINT_FILE,
+    PREVIOUS_FILE,
+    Checkpoint,
+    load_resumable,
+    write_verified,
+)
 from training.config import TrainConfig
 from training.engine import PreparedData, fit
 
@@ -67,6 +74,11 @@ class RayReporter:
     #: values reported with every epoch (a trial's model cost)
     extra: dict[str, Any] = field(default_factory=dict)
     _exploited: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    #: the file bytes of the checkpoint reported last: written into the next checkpoint's
+    #: folder as its fallback (:data:`~training.checkpoint.PREVIOUS_FILE`)
+    _previous: bytes | None = field(default=None, init=False, repr=False)
+    #: reported with the next epoch when resume had to fall back to the previous checkpoint
+    _fallback: str | None = field(default=None, init=False, repr=False)
 
     def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
         if self.echo and self.rank == 0:
@@ -77,19 +89,30 @@ class RayReporter:
         if self._exploited is not None:
             metrics.update(self._exploited)
             self._exploited = None
+        if self._fallback is not None:
+            metrics["checkpoint_fallback"] = self._fallback
+            self._fallback = None
         if checkpoint is None:
             self.report_fn(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoint.save(tmp)
+            data = checkpoint.to_bytes()
+            write_verified(Path(tmp) / CHECKPOINT_FILE, data)
+            if self._previous is not None:
+                write_verified(Path(tmp) / PREVIOUS_FILE, self._previous)
             self.report_fn(metrics, checkpoint=RayCheckpoint.from_directory(tmp))
+        self._previous = data
 
     def load_checkpoint(self) -> Checkpoint | None:
         ckpt = self.get_checkpoint_fn()
         if ckpt is None:
             return None
         with ckpt.as_directory() as d:
-            state = Checkpoint.load(d)
+            state, self._previous, fallback = load_resumable(d)
+        if fallback is not None:
+            # the trial's own log, and its next result (the sweep's progress prints it)
+            print(f"poketune: {fallback}", file=sys.stderr, flush=True)
+            self._fallback = fallback
         # a trial's checkpoints live in its own folder, named by its id (tuning.sweep)
         source = Path(ckpt.path).parent.name
         if self.trial_id is not None and source != self.trial_id:

@@ -48,6 +48,9 @@ class ProgressPrinter(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
+        if fallback := result.get("checkpoint_fallback"):
+            # a retried trial whose latest checkpoint was corrupt (training.checkpoint)
+            self._out(f"[{self._elapsed()}] trial {self._num(trial):>3} {trial.trial_id} {fallback}")
         metric = self.space.metric
         value = result.get(metric)
         if value is None:

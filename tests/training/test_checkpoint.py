@@ -4,14 +4,28 @@ augmentation fill that follows the data's background."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
+from ray.train import Checkpoint as RayCheckpoint
 
-from training.checkpoint import CHECKPOINT_FILE, FORMAT_VERSION, Checkpoint, CheckpointError
+from training import ray_worker
+from training.checkpoint import (
+    CHECKPOINT_FILE,
+    DIGEST_SUFFIX,
+    FORMAT_VERSION,
+    PREVIOUS_FILE,
+    Checkpoint,
+    CheckpointError,
+    load_resumable,
+)
 from training.data import cifar
 from training.engine import LocalReporter, fit, prepare_data
+from training.ray_worker import RayReporter
 from training.tasks import preset_config
 
 
@@ -91,7 +105,71 @@ def test_a_full_disk_while_saving_leaves_the_previous_checkpoint(
         later.save(tmp_path)
     assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
     assert Checkpoint.load(tmp_path).epoch == ckpt.epoch
-    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temporary file left
+    # no temporary file left; the digest beside it is still the previous file's
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE, CHECKPOINT_FILE + DIGEST_SUFFIX]
+
+
+def test_a_flipped_byte_is_caught_by_the_digest(task1_checkpoint: Path, tmp_path: Path) -> None:
+    """torch.load checks no CRC: without the digest a flipped byte in a tensor loads."""
+    Checkpoint.load(task1_checkpoint).save(tmp_path)
+    file = tmp_path / CHECKPOINT_FILE
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt checkpoint") as err:
+        Checkpoint.load(tmp_path)
+    assert str(file) in str(err.value) and "\n" not in str(err.value)
+
+
+def _reporter_over(store: Path) -> tuple[RayReporter, list[dict[str, Any]]]:
+    """A RayReporter whose reports copy each checkpoint folder to ``store/N`` (Ray would
+    persist it) and whose get_checkpoint returns the latest copy."""
+    reported: list[dict[str, Any]] = []
+
+    def report_fn(metrics: dict[str, Any], checkpoint: RayCheckpoint | None = None) -> None:
+        if checkpoint is not None:
+            shutil.copytree(checkpoint.path, store / str(len(reported)))
+        reported.append(metrics)
+
+    def latest() -> RayCheckpoint | None:
+        folders = sorted(store.iterdir(), key=lambda p: int(p.name))
+        return RayCheckpoint.from_directory(str(folders[-1])) if folders else None
+
+    return RayReporter(report_fn, latest), reported
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_latest_is_corrupt(
+    task1_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ray_worker.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n"))
+    ckpt = Checkpoint.load(task1_checkpoint)
+    store = tmp_path / "persisted"
+    store.mkdir()
+    reporter, reported = _reporter_over(store)
+    for epoch in (1, 2):
+        reporter.report({"epoch": epoch}, dataclasses.replace(ckpt, epoch=epoch))
+    # the second folder holds epoch 2 and, beside it, epoch 1
+    assert Checkpoint.load(store / "1").epoch == 2 and Checkpoint.load(store / "1" / PREVIOUS_FILE).epoch == 1
+    latest = store / "1" / CHECKPOINT_FILE
+    latest.write_bytes(latest.read_bytes()[: len(latest.read_bytes()) // 2])  # truncated
+
+    again, _ = _reporter_over(store)  # the retried trial's process
+    again.report_fn = reporter.report_fn
+    restored = again.load_checkpoint()
+    assert restored is not None and restored.epoch == 1
+    again.report({"epoch": 2}, dataclasses.replace(restored, epoch=2))
+    said = reported[-1]["checkpoint_fallback"]
+    assert str(latest) in said and "epoch 1" in said and "\n" not in said
+    # the new checkpoint's fallback is the one it resumed from
+    assert Checkpoint.load(store / "2" / PREVIOUS_FILE).epoch == 1
+    assert "checkpoint_fallback" not in reported[1]  # said once, with the first epoch after
+
+
+def test_a_corrupt_first_checkpoint_has_nothing_to_fall_back_to(task1_checkpoint: Path, tmp_path: Path) -> None:
+    Checkpoint.load(task1_checkpoint).save(tmp_path)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(tmp_path / CHECKPOINT_FILE)):
+        load_resumable(tmp_path)
 
 
 def test_every_reader_goes_through_the_type(

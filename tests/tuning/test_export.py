@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -299,6 +301,57 @@ def test_reexport_appends_new_epochs_and_replaces_a_stale_model(
     assert new_model.model_id != old_model.model_id
     assert client.get_run(run_id).data.tags[Tags.MODEL_EPOCHS] == "3"
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_server_killed_mid_export_is_one_error_and_the_rerun_completes_without_duplicates(
+    sweep: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tuning.export
+
+    frame = results.Sweep.open(NAME, sweep).trials()
+    real = tuning.export.log_trial_model
+    calls: list[str] = []
+    with launch_mlflow_server(tmp_path / "store") as pending:
+        first = pending.ready()
+
+        def log_then_die(*args: Any, **kwargs: Any) -> None:
+            calls.append(args[2])  # the trial run's id
+            if len(calls) == 2:  # one model is in; the server dies like a crashed host
+                os.killpg(pending.proc.pid, signal.SIGKILL)
+                pending.proc.wait()
+            real(*args, **kwargs)
+
+        monkeypatch.setattr(tuning.export, "log_trial_model", log_then_die)
+        t0 = time.monotonic()
+        with pytest.raises(MlflowUnreachableError) as err:
+            export_sweep(NAME, sweep, first.uri, top=TOP)
+        # MLflow's own retries would take ~4 minutes to give up
+        assert time.monotonic() - t0 < 60
+    message = str(err.value)
+    assert "\n" not in message and f"MLflow tracking server at {first.uri} is unreachable" in message
+    assert "mid-export" in message and f"poketune export {NAME} --storage" in message
+    monkeypatch.setattr(tuning.export, "log_trial_model", real)
+
+    port = int(first.uri.rsplit(":", 1)[1])
+    # back where it was, with the same database and artifacts
+    with launch_mlflow_server(tmp_path / "store", port=port) as pending:
+        again = pending.ready()
+        done = export_sweep(NAME, sweep, again.uri, top=TOP)
+        client = MlflowClient(tracking_uri=again.uri)
+        [exp] = client.search_experiments(filter_string=f"name = '{done.experiment_name}'")
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        # one parent and one run per trial: nothing from the first attempt is doubled
+        assert len(runs) == len(frame) + 1
+        assert sorted(r.data.tags[Tags.TRIAL_ID] for r in runs if Tags.TRIAL_ID in r.data.tags) == sorted(frame["trial_id"])
+        best = frame.sort_values("best_val_f1", ascending=False)["trial_id"].head(TOP).tolist()
+        assert len(calls) == 2 and sorted(done.models_logged + done.models_unchanged) == sorted(best)
+        for row in frame.to_dict("records"):
+            run_id = done.trial_runs[row["trial_id"]]
+            steps = [m.step for m in client.get_metric_history(run_id, "val_f1")]
+            assert sorted(steps) == list(range(1, row["epochs"] + 1)), (row["trial_id"], steps)
+            # the model the dead server half-took was replaced, not added to
+            models = _logged_models(client, done, run_id)
+            assert len(models) == (1 if row["trial_id"] in best else 0), row["trial_id"]
 
 
 def test_unreachable_server_fails_fast_and_leaves_the_sweep_alone(sweep: str) -> None:

@@ -364,3 +364,49 @@ def test_no_refit_registers_the_trials_own_best_weights(
     assert len(load_predictor(res.model_uri or "", mlflow_server.uri).members) == 2
     with pytest.raises(ConfigError, match="--no-refit keeps the trials' own weights"):
         retrain(*sweep, mlflow_uri=None, refit=False, seeds=2)
+
+
+def test_a_driver_killed_mid_retrain_registers_nothing_and_the_rerun_registers_one_whole_version(
+    sweep: tuple[str, str], tmp_path: Path
+) -> None:
+    """Killed after its first seed trained: no version, no run; the rerun's version holds
+    both seeds, each trained for every epoch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name, storage = sweep
+    cmd = [sys.executable, "-m", "tuning.cli", "retrain", name, "--storage", storage, "--mlflow-uri", uri,
+           "--seeds", "2", "--epochs", "2", "--registered-name", "killed"]  # fmt: skip
+    retrain_dir = Path(storage) / name / "retrain"
+    before = set(retrain_dir.glob("*-seed0/checkpoint.pt"))
+    before_second = set(retrain_dir.glob("*-seed1/checkpoint.pt"))
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while not set(retrain_dir.glob("*-seed0/checkpoint.pt")) - before:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray, like a crashed laptop
+            proc.wait()
+    assert set(retrain_dir.glob("*-seed1/checkpoint.pt")) == before_second  # killed mid-way
+    client = MlflowClient(tracking_uri=uri)
+    assert client.search_model_versions("name = 'killed'") == []
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    [version] = client.search_model_versions("name = 'killed'")
+    members = json.loads(version.tags["members"])
+    assert [(m["seed"], m["epochs"]) for m in members] == [(0, 2), (1, 2)]
+    run = client.get_run(version.run_id)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]

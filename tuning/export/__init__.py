@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +32,7 @@ from training.checkpoint import Checkpoint, CheckpointError
 from tuning import results
 from tuning._mlflow import (
     PARENT_TAG,
+    MlflowUnreachableError,
     Tags,
     ensure_reachable,
     experiment_name,
@@ -322,6 +326,43 @@ def _missing(value: Any) -> bool:
         return False
 
 
+#: MLflow's client retries a failed request 7 times, backing off for ~4 minutes in all (made
+#: for rate-limited hosted servers). An export is safe to run again (it continues in place),
+#: so a server that went away is reported within seconds instead; settings in the
+#: environment win
+_EXPORT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+@contextmanager
+def _quick_retries() -> Iterator[None]:
+    added = {k: v for k, v in _EXPORT_RETRIES.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def _gone_mid_export(uri: str, name: str, storage: str, done: ExportSummary) -> MlflowUnreachableError | None:
+    """The error to raise when the tracking server stopped answering mid-export (``None``
+    when it still answers: the failure was something else, raised as it is)."""
+    try:
+        ensure_reachable(uri, timeout_s=2.0)
+    except MlflowUnreachableError as exc:
+        return MlflowUnreachableError(
+            f"{exc} mid-export of sweep {name} ({len(done.trial_runs)} trial runs and "
+            f"{len(done.models_logged)} models written); what was written stays, and running "
+            f"`{_again(name, storage, uri)}` again once the server is back continues in place, "
+            "without duplicate runs or models"
+        )
+    return None
+
+
+def _again(name: str, storage: str, uri: str) -> str:
+    return f"poketune export {name} --storage {resolve_storage(storage)} --mlflow-uri {uri}"
+
+
 def _set_status(client: MlflowClient, run_id: str, status: str) -> None:
     if status in ("FINISHED", "FAILED", "KILLED"):
         client.set_terminated(run_id, status)
@@ -355,12 +396,41 @@ def export_sweep(
     uri = ensure_reachable(mlflow_uri, hint=_later_hint(name, storage, sweep.path, mlflow_uri))
     frame = sweep.trials()
     history = sweep.history()
-    metric, maximize = sweep.space.metric, sweep.space.mode == "max"
     exp_name = experiment or experiment_name(sweep.space.task)
     val = ValidationData.of(sweep)
+    out = ExportSummary(tracking_uri=uri, experiment_id="", experiment_name=exp_name, parent_run_id="")
+    try:
+        with _quick_retries():
+            _export(out, uri, sweep, storage, frame, history, val, top=top, all_trials=all_trials, report=report)
+    except Exception as exc:
+        gone = _gone_mid_export(uri, name, storage, out) if uri.startswith(("http://", "https://")) else None
+        if gone is None:
+            raise
+        raise gone from exc
+    out.warnings += val.warnings
+    log.info("exported sweep %s: parent run %s, %d trial runs, %d models", name, out.parent_run_id,
+             len(out.trial_runs), len(out.models_logged))
+    return out
+
+
+def _export(
+    out: ExportSummary,
+    uri: str,
+    sweep: results.Sweep,
+    storage: str,
+    frame: pd.DataFrame,
+    history: pd.DataFrame,
+    val: ValidationData,
+    *,
+    top: int | None,
+    all_trials: bool,
+    report: bool,
+) -> None:
+    """export_sweep's writes; ``out`` records them as they happen (an error keeps what it says)."""
+    metric, maximize = sweep.space.metric, sweep.space.mode == "max"
     with tracking(uri) as client:
-        exp_id = get_or_create_experiment(client, exp_name, uri)
-        out = ExportSummary(tracking_uri=uri, experiment_id=exp_id, experiment_name=exp_name, parent_run_id="")
+        exp_id = get_or_create_experiment(client, out.experiment_name, uri)
+        out.experiment_id = exp_id
         out.parent_run_id = _log_parent(client, exp_id, sweep, storage, frame, history, out.warnings)
         existing = find_trial_runs(client, exp_id, out.parent_run_id)
         rows = frame.to_dict("records")
@@ -405,7 +475,3 @@ def export_sweep(
             _set_status(client, out.trial_runs[str(row["trial_id"])], RUN_STATUS[str(row["status"])])
         unfinished = any(RUN_STATUS[str(s)] in ("RUNNING", "SCHEDULED") for s in frame.get("status", []))
         _set_status(client, out.parent_run_id, "RUNNING" if unfinished else "FINISHED")
-    out.warnings += val.warnings
-    log.info("exported sweep %s: parent run %s, %d trial runs, %d models", name, out.parent_run_id,
-             len(out.trial_runs), len(out.models_logged))
-    return out
