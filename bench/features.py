@@ -53,6 +53,7 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
         "augment.hflip": 0.0,
         "augment.rotation": 0.0,
         "augment.color_jitter": 0.0,
+        "augment.scale": 0.0,  # the preset's: live augmentation would bypass the cache
         "early_stop.patience": 0,
         "checkpoint_every_s": 3600.0,
     }

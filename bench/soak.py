@@ -88,7 +88,14 @@ def _trial_processes_rss_mb() -> float:
 
 
 def _folder_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.is_dir() else 0.0
+    """The folder's size; files and folders that vanish while it is walked (Tune deletes a
+    trial's older checkpoint as it registers the next) are skipped, not fatal."""
+    total = 0
+    for root, _, files in os.walk(path):  # os.walk ignores folders that vanished
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total / 2**20
 
 
 def _ray_counts() -> dict[str, float]:

@@ -302,3 +302,24 @@ def test_soak_attributes_traced_growth_to_the_package_that_allocated() -> None:
         SimpleNamespace(traceback=[SimpleNamespace(filename="/work/repo/tuning/_progress.py")], size_diff=2**18),
     ]
     assert by_package(fake) == {"ray": 1.0, "optuna": 0.5, "poketune": 0.25}  # type: ignore[arg-type]
+
+
+def test_soak_folder_size_skips_files_that_vanish_while_walked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tune deletes a trial's older checkpoint while the sampler walks the sweep: that file
+    is skipped, the sampler thread does not die (it did in a fresh-clone CI run)."""
+    import os
+
+    from bench import soak
+
+    (tmp_path / "kept").write_bytes(b"x" * 2**20)
+    (tmp_path / "checkpoint_000000").mkdir()
+    (tmp_path / "checkpoint_000000" / "checkpoint.pt").write_bytes(b"y" * 2**20)
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if "checkpoint_000000" in str(path):
+            raise FileNotFoundError(path)  # deleted between listing and stat
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(soak.os, "stat", stat)
+    assert soak._folder_mb(tmp_path) == pytest.approx(1.0)
