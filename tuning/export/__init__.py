@@ -130,8 +130,7 @@ def _now_ms() -> int:
 
 def _later_hint(name: str, storage: str, path: Path, uri: str) -> str:
     return (
-        f"the sweep's results are still in {path} — export them later with: "
-        f"poketune export {name} --storage {resolve_storage(storage)} --mlflow-uri {uri}"
+        f"the sweep's results are still in {path} — export them later with: {_again(name, storage, uri)}"
     )
 
 
