@@ -14,8 +14,15 @@ space and data: the median stopping rule with TPE, ASHA with random proposals (w
 alone buys), and ASHA with Optuna's Gaussian-process sampler. The target stays the one above
 (ASHA + TPE against random search, the best of those two); the strategy table compares every
 strategy at the same compute: its best val_f1 after as many epochs as the cheapest strategy
-of that seed used in all. PBT is not in it: its population trains side by side, and these
-sweeps run one trial at a time.
+of that seed used in all.
+
+Population-based training cannot run one trial at a time: its trials learn from each other
+while they train. So after those sweeps each seed runs two more, one after the other, each with
+the whole cluster and ``POPULATION_AT_ONCE`` trials side by side (half a core each): PBT with a
+population of that size (every ``PBT_INTERVAL`` epochs the bottom quarter copies a top trial
+and perturbs its learning rate and dropout) and ASHA + TPE with the same concurrency and
+``samples`` trials. Side by side, "epochs so far" follows the times the epochs were reported,
+and the population table compares the two at equal epochs and equal wall time.
 """
 
 from __future__ import annotations
@@ -38,14 +45,18 @@ from training.data import load_split
 from training.tasks import preset_config
 
 __all__ = [
+    "POPULATION",
     "STRATEGIES",
     "TOLERANCE",
     "Strategy",
     "curve",
+    "curve_by_time",
     "epochs_to_target",
     "equal_budget",
     "main",
+    "pbt_space_doc",
     "plot",
+    "population_table",
     "run",
     "space_doc",
 ]
@@ -59,8 +70,10 @@ _LINESTYLES: list[Any] = ["-", "--", ":", "-.", (0, (6, 2, 1, 2, 1, 2))]
 @dataclass(frozen=True)
 class Strategy:
     label: str
-    search: str  # tuning.sweep.SAMPLERS name
+    search: str | None  # tuning.sweep.SAMPLERS name (None: PBT, which takes no searcher)
     scheduler: str  # tuning.sweep.SCHEDULERS name
+    #: trials side by side (above 1 the sweep has the whole cluster to itself)
+    concurrent: int = 1
 
 
 STRATEGIES = (
@@ -72,6 +85,15 @@ STRATEGIES = (
 )
 #: the pair the target compares (the rest are measured beside them)
 _PAIR = ("asha+tpe", "random")
+#: trials side by side in the population comparison: PBT's whole population at once
+POPULATION_AT_ONCE = 4
+#: epochs between PBT's exploits: ASHA's second rung, enough for a perturbed learning rate to
+#: show in val_f1 (every epoch, the default ``grace_period`` here, judges one noisy epoch)
+PBT_INTERVAL = 3
+POPULATION = (
+    Strategy("pbt", None, "pbt", concurrent=POPULATION_AT_ONCE),
+    Strategy(f"asha+tpe-x{POPULATION_AT_ONCE}", "tpe", "asha", concurrent=POPULATION_AT_ONCE),
+)
 
 
 def space_doc(max_epochs: int) -> dict[str, Any]:
@@ -109,6 +131,51 @@ def curve(history: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     )
 
 
+def curve_by_time(history: pd.DataFrame) -> pd.DataFrame:
+    """:func:`curve` for trials that ran side by side: epochs in the order they were reported
+    (Tune's ``timestamp``, whole seconds; ties by trial and epoch), with the wall seconds since
+    the first report instead of summed trial time."""
+    h = history.sort_values(["timestamp", "trial_id", "training_iteration"]).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "trial_id": h["trial_id"],
+            "epochs": range(1, len(h) + 1),
+            "wall_s": h["timestamp"] - h["timestamp"].iloc[0],
+            "val_f1": h["val_f1"],
+            "best_so_far": h["val_f1"].cummax(),
+        }
+    )
+
+
+def population_table(
+    seeds: list[int], outcomes: dict[tuple[int, str], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[tuple[int, str], pd.DataFrame]]:
+    """Per seed and population strategy: epochs, best val_f1, PBT's exploits, and each one's
+    best after the epochs and the wall seconds the cheaper of the seed's two used."""
+    curves = {key: curve_by_time(pd.DataFrame(o["history"])) for key, o in outcomes.items()}
+    rows = []
+    for seed in seeds:
+        mine = {label: c for (s, label), c in curves.items() if s == seed}
+        epochs = min(len(c) for c in mine.values())
+        wall = min(float(c["wall_s"].iloc[-1]) for c in mine.values())
+        for label, c in mine.items():
+            h = pd.DataFrame(outcomes[(seed, label)]["history"])
+            rows.append({
+                "seed": seed,
+                "strategy": label,
+                "trials": c["trial_id"].nunique(),
+                "total_epochs": len(c),
+                "exploits": int(h["exploited_from"].notna().sum()) if "exploited_from" in h else 0,
+                "best_val_f1": float(c["best_so_far"].max()),
+                "equal_epochs": epochs,
+                "best_at_equal_epochs": float(c.loc[c["epochs"] <= epochs, "best_so_far"].iloc[-1]),
+                "equal_wall_s": wall,
+                "best_at_equal_wall": float(c.loc[c["wall_s"] <= wall, "best_so_far"].iloc[-1]),
+                "sweep_wall_s": outcomes[(seed, label)]["wall_s"],
+            })  # fmt: skip
+    return rows, curves
+
+
 def epochs_to_target(c: pd.DataFrame, target: float) -> tuple[int | None, float | None]:
     """(epochs, trial seconds) until the best-so-far first reaches ``target``; Nones if never."""
     hit = c.index[c["best_so_far"] >= target]
@@ -127,7 +194,8 @@ def _one_sweep(
     samples: int,
     address: str,
 ) -> dict[str, Any]:
-    """One sweep in its own driver process (a multiprocessing child) on the parent's Ray."""
+    """One sweep in its own driver process (a multiprocessing child) on the parent's Ray.
+    ``samples`` is PBT's population."""
     import ray
 
     from tuning.results import Sweep
@@ -144,8 +212,9 @@ def _one_sweep(
                 samples=samples,
                 name=name,
                 storage=storage,
-                max_concurrent=1,
-                cpus_per_trial=1,
+                max_concurrent=strategy.concurrent,
+                # side by side, the trials share the 2 cores: one thread each
+                cpus_per_trial=1 if strategy.concurrent == 1 else 2 / strategy.concurrent,
                 seed=seed,
                 address=address,
                 max_failures=0,
@@ -243,7 +312,8 @@ def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
     colors = {"asha+tpe": "tab:blue", "random": "tab:orange", "median+tpe": "tab:green",
-              "asha+random": "tab:red", "asha+gp": "tab:purple"}  # fmt: skip
+              "asha+random": "tab:red", "asha+gp": "tab:purple", "pbt": "tab:brown",
+              POPULATION[1].label: "tab:cyan"}  # fmt: skip
     seen: set[str] = set()
     for (seed, label), c in sorted(curves.items()):
         ax.step(
@@ -271,6 +341,27 @@ def plot(curves: dict[tuple[int, str], pd.DataFrame], path: Path) -> Path:
     return path
 
 
+def pbt_space_doc(space: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """The space under PBT: its distributions seed the population, lr and dropout mutate."""
+    interval = 1 if quick else PBT_INTERVAL
+    return space | {"scheduler": {"name": "pbt", "perturbation_interval": interval}}
+
+
+def _drivers(jobs: list[tuple[Any, ...]], processes: int) -> list[dict[str, Any]]:
+    """:func:`_one_sweep` for every job, ``processes`` driver processes at a time."""
+    # spawn: a fork of a process that runs Ray is not safe
+    pool = multiprocessing.get_context("spawn").Pool(processes)
+    try:
+        outcomes = pool.starmap(_one_sweep, jobs)
+        pool.close()  # let the drivers exit on their own: terminate() kills Ray mid-shutdown
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return outcomes
+
+
 def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
     import ray
 
@@ -278,6 +369,7 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
     seeds, samples, max_epochs, scale = (
         ([0], 4, 3, 0.05) if quick else ([0, 1, 2, 3], 12, 27, 0.3)
     )
+    population = 2 if quick else POPULATION_AT_ONCE
     out = Path(out)
     root = dataset("task2", scale, out)
     space_cfg = space_doc(max_epochs)
@@ -293,16 +385,16 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
             for seed in seeds
             for s in STRATEGIES
         ]
-        # spawn: a fork of a process that runs Ray is not safe
-        pool = multiprocessing.get_context("spawn").Pool(2)
-        try:
-            outcomes = pool.starmap(_one_sweep, jobs)
-            pool.close()  # let the drivers exit on their own: terminate() kills Ray mid-shutdown
-        except BaseException:
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
+        outcomes = _drivers(jobs, 2)
+        # the population sweeps take the whole cluster each: one driver at a time
+        pbt_space = write_space(Path(tmp) / "pbt.yaml", pbt_space_doc(space_cfg, quick))
+        pop_jobs = [
+            (s, seed, str(pbt_space if s.scheduler == "pbt" else space), str(root),
+             str(Path(tmp) / "runs"), population if s.scheduler == "pbt" else samples, address)
+            for seed in seeds
+            for s in (POPULATION[:1] if quick else POPULATION)  # quick: PBT's path only
+        ]  # fmt: skip
+        pop_outcomes = _drivers(pop_jobs, 1)
         logs = Path(tmp) / "runs"
         for seed in seeds:
             mine = {
@@ -312,6 +404,9 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
             budget_rows.append(equal_budget(seed, seed_curves))
             rows += seed_rows
             curves.update({(seed, label): c for label, c in seed_curves.items()})
+        pop_rows, pop_curves = population_table(
+            seeds, {(job[1], job[0].label): o for job, o in zip(pop_jobs, pop_outcomes, strict=True)}
+        )
         (out / "sweep_efficiency_logs").mkdir(parents=True, exist_ok=True)
         for f in logs.glob("*.log"):
             shutil.copy(f, out / "sweep_efficiency_logs" / f.name)
@@ -321,7 +416,7 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
         for seed in seeds
     }
     finite = [r for r in ratios if r != float("inf")]
-    png = plot(curves, out / "sweep_efficiency.png")
+    png = plot(curves | pop_curves, out / "sweep_efficiency.png")
     if not quick:
         DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(png, DOCS_PLOT)
@@ -337,11 +432,14 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
             "tolerance": TOLERANCE,
             "space": space_cfg,
             "max_concurrent": 1,
+            "population": population,
+            "pbt_interval": PBT_INTERVAL,
         },
         tables={
             "per seed and strategy": rows,
             "best val_f1 after the epochs the ASHA sweep used": budget_rows,
             "per strategy": strategy_table(curves),
+            f"side by side ({population} trials at once)": pop_rows,
         },
         summary={
             "total_epoch_ratio_per_seed": [
@@ -358,7 +456,8 @@ def run(quick: bool = False, out: str | Path = "bench/results") -> BenchReport:
         },
         extra={
             "curves": {
-                f"{label}-seed{seed}": c.to_dict("list") for (seed, label), c in curves.items()
+                f"{label}-seed{seed}": c.to_dict("list")
+                for (seed, label), c in (curves | pop_curves).items()
             }
         },
         targets=[Target("asha+tpe / random epochs to target (median)", median, TARGET_RATIO, "<=")],

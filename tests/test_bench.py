@@ -21,6 +21,7 @@ from bench.sweep_efficiency import (
     curve,
     epochs_to_target,
     equal_budget,
+    population_table,
 )
 from tuning.cli import main
 
@@ -155,6 +156,39 @@ def test_summary_counts_epochs_and_time_to_within_tolerance_of_the_best() -> Non
     assert curves["asha+tpe"]["best_so_far"].tolist() == [0.30, 0.40, 0.70, 0.80]
 
 
+def test_population_table_orders_side_by_side_epochs_by_report_time() -> None:
+    def rows(reports: list[tuple[str, int, float, int, str | None]]) -> list[dict]:
+        return [
+            {"trial_id": tid, "training_iteration": it, "val_f1": f1, "timestamp": ts, "exploited_from": hop}
+            for tid, it, f1, ts, hop in reports
+        ]
+
+    outcomes = {
+        # p2 copied p1 after its own epoch 2 (its epoch 3 row names p1); reports interleave
+        (0, "pbt"): {"history": rows([("p1", 1, 0.2, 100, None), ("p2", 1, 0.1, 100, None),
+                                      ("p1", 2, 0.5, 103, None), ("p2", 2, 0.3, 104, None),
+                                      ("p2", 3, 0.6, 106, "p1"), ("p1", 3, 0.55, 107, None)]),
+                     "wall_s": 10.0},
+        # the same seed's ASHA side by side: 4 epochs, its best (0.7) at its 4th, 9 s in
+        (0, "asha"): {"history": rows([("a1", 1, 0.4, 50, None), ("a2", 1, 0.3, 51, None),
+                                       ("a1", 2, 0.45, 55, None), ("a1", 3, 0.7, 59, None)]),
+                      "wall_s": 12.0},
+    }  # fmt: skip
+    table, curves = population_table([0], outcomes)
+    # the pbt curve follows the timestamps, not the trials: p1, p2 (same second: by trial), ...
+    assert curves[(0, "pbt")]["trial_id"].tolist() == ["p1", "p2", "p1", "p2", "p2", "p1"]
+    assert curves[(0, "pbt")]["best_so_far"].tolist() == [0.2, 0.2, 0.5, 0.5, 0.6, 0.6]
+    assert curves[(0, "pbt")]["wall_s"].tolist() == [0, 0, 3, 4, 6, 7]
+    by = {r["strategy"]: r for r in table}
+    assert (by["pbt"]["trials"], by["pbt"]["total_epochs"], by["pbt"]["exploits"]) == (2, 6, 1)
+    assert (by["asha"]["exploits"], by["asha"]["best_val_f1"]) == (0, 0.7)
+    # equal compute: the cheaper one's 4 epochs; equal wall: the shorter one's 7 s
+    assert by["pbt"]["equal_epochs"] == by["asha"]["equal_epochs"] == 4
+    assert (by["pbt"]["best_at_equal_epochs"], by["asha"]["best_at_equal_epochs"]) == (0.5, 0.7)
+    assert by["pbt"]["equal_wall_s"] == 7
+    assert (by["pbt"]["best_at_equal_wall"], by["asha"]["best_at_equal_wall"]) == (0.6, 0.45)
+
+
 def test_ratio_treats_never_reaching_the_target_explicitly() -> None:
     def rows(asha: int | None, rand: int | None) -> list[dict]:
         return [
@@ -237,6 +271,12 @@ def test_sweep_efficiency_quick_compares_the_strategies(tmp_path: Path) -> None:
         hit = c.loc[c["best_so_far"] >= r["target_f1"], "epochs"]
         assert r["epochs_to_target"] == (int(hit.iloc[0]) if len(hit) else None)
     assert (tmp_path / "sweep_efficiency.png").stat().st_size > 0
+    # PBT runs its population side by side, after the one-at-a-time sweeps
+    (pbt,) = doc["tables"]["side by side (2 trials at once)"]
+    assert pbt["strategy"] == "pbt" and pbt["trials"] == doc["config"]["population"] == 2
+    pbt_curve = pd.DataFrame(doc["extra"]["curves"]["pbt-seed0"])
+    assert pbt["total_epochs"] == len(pbt_curve) > 0
+    assert pbt["best_val_f1"] == pytest.approx(pbt_curve["val_f1"].max())
 
 
 @pytest.mark.slow

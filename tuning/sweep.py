@@ -36,6 +36,7 @@ from training.models import check_pretrained_offline
 from training.ray_session import default_storage, init_ray, torch_threads
 from tuning._progress import ProgressPrinter
 from tuning._tune_budget import BudgetStopper, DeadlineOptunaSearch, LedgerCallback
+from tuning._tune_logs import result_loggers
 from tuning.budget import Ledger, start_ledger
 from tuning.results import STUDY_FILE, STUDY_NAME, Sweep, SweepMeta
 from tuning.space import SearchSpace, load_points, load_space
@@ -459,7 +460,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 # one kept checkpoint would already have deleted (Ray warns below 3)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=PBT_KEEP if pbt else 1),
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                callbacks=[progress, LedgerCallback(path), *_report_callback(opts, name, storage)],
+                callbacks=[progress, LedgerCallback(path), *_report_callback(opts, name, storage),
+                           *result_loggers()],
                 stop=BudgetStopper(path),
                 verbose=1 if opts.verbose else 0,
             ),

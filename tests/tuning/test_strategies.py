@@ -218,6 +218,18 @@ def test_pbt_exploits_continue_from_the_copied_epoch_with_the_mutated_rate(tmp_p
     hist = sweep.history()
     hops = hist[hist["exploited_from"].notna()]
     assert len(hops) >= 1, "no exploit in 6 epochs of a 2-trial population"
+    # every epoch a trial reported is in its history: from epoch 1, one after another, and
+    # after each exploit from the copied epoch on, up to the last epoch Tune recorded for it
+    # (Ray's result loggers copied the storage's stale result file over the newer local one
+    # at each restart, and PBT restarts trials at every exploit and every synch pause)
+    for trial in sweep.analysis.trials:
+        rows = hist[hist["trial_id"] == str(trial.trial_id)].reset_index(drop=True)
+        expected = [1]
+        for i in range(1, len(rows)):
+            hop = rows.loc[i, "exploited_from"]
+            expected.append(int(rows.loc[i, "exploited_epoch"]) + 1 if isinstance(hop, str) else expected[-1] + 1)
+        assert rows["epoch"].tolist() == expected, (trial.trial_id, rows[["epoch", "exploited_from"]])
+        assert int(rows["epoch"].iloc[-1]) == int(trial.last_result["epoch"])
     # Ray's own record of every exploit (pbt_global.txt): [target tag, clone tag, target
     # iteration, clone iteration, clone config, new config]
     for trial_id, group in hops.groupby("trial_id"):
