@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import DEFAULT_OUT, BenchReport, Target
-from bench.artwork import ArtworkMissingError, build, build_info
+from bench.artwork import ArtworkMissingError
 from bench.quality import (
-    QUALITY_TASKS,
     REPO,
     Arm,
     ArmError,
@@ -43,8 +42,9 @@ from bench.quality import (
     _stats,
     _submit_and_score,
     _trial_count,
+    build_task_set,
+    plan_run,
 )
-from tuning.budget import parse_duration
 
 __all__ = ["ARMS", "OPTIONS", "run"]
 
@@ -85,28 +85,15 @@ def run(
     artwork: str | Path | None = None,
 ) -> BenchReport:
     t0 = time.perf_counter()
-    if task not in QUALITY_TASKS:
-        raise ValueError(f"unknown task {task!r}; valid: {', '.join(QUALITY_TASKS)}")
-    spec = QUALITY_TASKS[task]
-    budget_s = parse_duration(str(budget)) if budget is not None else (
-        _QUICK["budget_s"] if quick else _FULL["budget_s"]
-    )  # fmt: skip
-    n_seeds = seeds if seeds is not None else (1 if quick else int(_FULL["seeds"]))
-    seed_list = list(range(first_seed or 0, (first_seed or 0) + n_seeds))
-    samples = int(_QUICK["samples"]) if quick else spec.samples
+    plan = plan_run(task, budget, seeds, first_seed, quick, quick_defaults=_QUICK, full_defaults=_FULL)
+    spec, budget_s, seed_list, samples = plan.spec, plan.budget_s, plan.seeds, plan.samples
     config: dict[str, Any] = {"task": task, "space": spec.space, "budget_s": budget_s, "samples": samples,
                               "seeds": seed_list, "arms": {a: " ".join(x) or "(none)" for a, x in ARMS.items()}}  # fmt: skip
     out = Path(out).resolve()
-    kwargs: dict[str, Any] = {"seed": 0}
-    if quick:
-        kwargs.update(pokemon=_QUICK["pokemon"], variants=_QUICK["variants"], size=spec.quick_size)
-    label = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items()))
     try:
-        data = build(spec.kind, out / "data" / f"artwork-{spec.kind}-{label}", artwork=artwork,
-                     overwrite=True, **kwargs)  # fmt: skip
+        data, info = build_task_set(spec, out, quick, artwork, _QUICK)
     except ArtworkMissingError as exc:
         return BenchReport("cv_selection", quick, config, {}, skipped=str(exc), elapsed_s=time.perf_counter() - t0)
-    info = build_info(data)
     size = int(info["params"]["size"])
     config.update(data=str(data), image_size=size, set=info["counts"])
 

@@ -47,7 +47,7 @@ from bench._common import DEFAULT_OUT, BenchReport, Target
 from bench.artwork import ArtworkMissingError, build, build_info
 from tuning.budget import parse_duration
 
-__all__ = ["OPTIONS", "QUALITY_TASKS", "QualityTask", "run"]
+__all__ = ["OPTIONS", "QUALITY_TASKS", "QualityTask", "RunPlan", "build_task_set", "plan_run", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: the options ``poketune bench`` passes to this benchmark's :func:`run`
@@ -337,6 +337,51 @@ def _row(arm: Arm, budget_s: float) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a real-artwork benchmark run measures: the task, the budget per arm, the seeds."""
+
+    task: str
+    spec: QualityTask
+    budget_s: float
+    seeds: list[int]
+    samples: int  # trials per sweep (--samples): the budget usually ends a sweep first
+
+
+def plan_run(
+    task: str, budget: str | float | None, seeds: int | None, first_seed: int | None, quick: bool,
+    *, quick_defaults: dict[str, float], full_defaults: dict[str, float],
+) -> RunPlan:  # fmt: skip
+    """Check a run's options (``ValueError`` naming the bad one) and fill in the defaults."""
+    if task not in QUALITY_TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(QUALITY_TASKS)}")
+    spec = QUALITY_TASKS[task]
+    budget_s = parse_duration(str(budget)) if budget is not None else (
+        quick_defaults["budget_s"] if quick else full_defaults["budget_s"]
+    )  # fmt: skip
+    n_seeds = seeds if seeds is not None else (1 if quick else int(full_defaults["seeds"]))
+    if n_seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {n_seeds}")
+    # a long measurement split across sessions: --first-seed 2 --seeds 1 runs the third seed
+    seed_list = list(range(first_seed or 0, (first_seed or 0) + n_seeds))
+    samples = int(quick_defaults["samples"]) if quick else spec.samples
+    return RunPlan(task, spec, budget_s, seed_list, samples)
+
+
+def build_task_set(
+    spec: QualityTask, out: Path, quick: bool, artwork: str | Path | None, quick_defaults: dict[str, float]
+) -> tuple[Path, dict[str, Any]]:
+    """The task's real-artwork set (data seed 0; quick: fewer Pokémon and variants, smaller
+    images) under ``out/data`` and its build record. Raises :class:`ArtworkMissingError`."""
+    kwargs: dict[str, Any] = {"seed": 0}
+    if quick:
+        kwargs.update(pokemon=int(quick_defaults["pokemon"]), variants=int(quick_defaults["variants"]),
+                      size=spec.quick_size)  # fmt: skip
+    label = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items()))
+    data = build(spec.kind, out / "data" / f"artwork-{spec.kind}-{label}", artwork=artwork, overwrite=True, **kwargs)
+    return data, build_info(data)
+
+
 def run(
     quick: bool = False,
     out: str | Path = DEFAULT_OUT,
@@ -352,18 +397,8 @@ def run(
     chosen = [a for a in (arms or ",".join(ARMS)).split(",") if a]
     if unknown := [a for a in chosen if a not in ARMS]:
         raise ValueError(f"unknown arm {unknown[0]!r}; valid: {', '.join(ARMS)}")
-    if task not in QUALITY_TASKS:
-        raise ValueError(f"unknown task {task!r}; valid: {', '.join(QUALITY_TASKS)}")
-    spec = QUALITY_TASKS[task]
-    budget_s = parse_duration(str(budget)) if budget is not None else (
-        _QUICK["budget_s"] if quick else _FULL["budget_s"]
-    )  # fmt: skip
-    n_seeds = seeds if seeds is not None else (1 if quick else int(_FULL["seeds"]))
-    if n_seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {n_seeds}")
-    # a long measurement split across sessions: --first-seed 2 --seeds 1 runs the third seed
-    seed_list = list(range(first_seed or 0, (first_seed or 0) + n_seeds))
-    samples = int(_QUICK["samples"]) if quick else spec.samples
+    plan = plan_run(task, budget, seeds, first_seed, quick, quick_defaults=_QUICK, full_defaults=_FULL)
+    spec, budget_s, seed_list, samples = plan.spec, plan.budget_s, plan.seeds, plan.samples
     name = f"quality_{task}"
     config: dict[str, Any] = {
         "task": task, "preset": spec.preset, "space": spec.space, "baseline": spec.baseline,
@@ -373,16 +408,10 @@ def run(
     }  # fmt: skip
     # absolute: the steps run with the repository as their working directory
     out = Path(out).resolve()
-    build_kwargs: dict[str, Any] = {"seed": 0}
-    if quick:
-        build_kwargs.update(pokemon=_QUICK["pokemon"], variants=_QUICK["variants"], size=spec.quick_size)
-    label = "-".join(f"{k}{v}" for k, v in sorted(build_kwargs.items()))
     try:
-        data = build(spec.kind, out / "data" / f"artwork-{spec.kind}-{label}", artwork=artwork,
-                     overwrite=True, **build_kwargs)  # fmt: skip
+        data, info = build_task_set(spec, out, quick, artwork, _QUICK)
     except ArtworkMissingError as exc:
         return BenchReport(name, quick, config, {}, skipped=str(exc), elapsed_s=time.perf_counter() - t0)
-    info = build_info(data)
     size = int(info["params"]["size"])
     config.update(data=str(data), image_size=size, set=info["counts"], build_s=info["build_s"])
 

@@ -288,3 +288,16 @@ def test_the_flow_recipe_is_the_tasks_own_and_arms_can_be_chosen(monkeypatch: py
         assert retrain[retrain.index("retrain") + 4:] == final  # task3 refits the best trial
     with pytest.raises(ValueError, match="unknown arm 'flo'"):
         quality.run(out=tmp_path, task="task2", arms="flo")
+
+
+@pytest.mark.parametrize("benchmark", ["quality", "cv_selection"])
+def test_both_artwork_benchmarks_check_their_options_before_building(benchmark: str, tmp_path: Path) -> None:
+    import importlib
+
+    run = importlib.import_module(f"bench.{benchmark}").run
+    with pytest.raises(ValueError, match=r"unknown task 'task9'; valid: task1, task2, task3"):
+        run(out=tmp_path, task="task9")
+    # cv_selection took --seeds 0 and reported an empty run
+    with pytest.raises(ValueError, match=r"seeds must be >= 1, got 0"):
+        run(out=tmp_path, task="task2", seeds=0)
+    assert not (tmp_path / "data").exists()  # nothing built

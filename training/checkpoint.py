@@ -35,6 +35,7 @@ __all__ = [
     "build_model_for",
     "load_checkpoint",
     "load_resumable",
+    "save_resumable",
     "write_verified",
 ]
 
@@ -243,6 +244,17 @@ def _read_verified(file: Path) -> bytes:
                 f"{file}: corrupt checkpoint ({len(data)} bytes whose sha256 {actual[:12]}… is not "
                 f"the {expected[:12]}… written with it)"
             )
+    return data
+
+
+def save_resumable(directory: str | Path, checkpoint: Checkpoint, previous: bytes | None) -> bytes:
+    """Write a trial checkpoint folder :func:`load_resumable` reads: ``checkpoint`` and, when
+    given, the file bytes of the one reported before it (:data:`PREVIOUS_FILE`), each with
+    its digest. Returns ``checkpoint``'s file bytes: the next folder's ``previous``."""
+    data = checkpoint.to_bytes()
+    write_verified(Path(directory) / CHECKPOINT_FILE, data)
+    if previous is not None:
+        write_verified(Path(directory) / PREVIOUS_FILE, previous)
     return data
 
 

@@ -15,7 +15,6 @@ predictions of the best epoch.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,15 @@ from training.checkpoint import Checkpoint, CheckpointError, OutOfFold
 from training.config import ConfigError, TrainConfig
 from training.data import LoadReport, kfold_splits
 from training.early_stopping import EarlyStopping
-from training.engine import FitResult, Fitter, LocalReporter, PreparedData, Reporter, prepare_data
+from training.engine import (
+    CheckpointSchedule,
+    FitResult,
+    Fitter,
+    LocalReporter,
+    PreparedData,
+    Reporter,
+    prepare_data,
+)
 from training.features import FeatureStore
 
 __all__ = ["FOLD_METRICS", "CVData", "fit_cv", "prepare_cv_data"]
@@ -191,7 +198,7 @@ def fit_cv(
     lead = fitters[0]
     stopped_early = False
     checkpoint: Checkpoint | None = None
-    last_saved = time.perf_counter()
+    schedule = CheckpointSchedule(cfg.checkpoint_every_s)
     while not lead.done:
         epoch = lead.epoch
         per_fold = [f.train_epoch() for f in fitters]
@@ -221,14 +228,7 @@ def fit_cv(
             f.end_epoch({**m, "early_stopped": bool(stop)})
         history.append(metrics)
         checkpoint = None
-        due = (
-            improved
-            or stop
-            or lead.done
-            or time.perf_counter() - last_saved >= cfg.checkpoint_every_s
-        )
-        if due:
-            last_saved = time.perf_counter()
+        if schedule.due(improved=improved, last=stop or lead.done):
             checkpoint = _cv_checkpoint(cfg, data.data, fitters, early, history, best_epoch, oof)
         reporter.report(metrics, checkpoint)
         if stop:

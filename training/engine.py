@@ -62,6 +62,7 @@ from training.models import regularization, set_freeze_depth, unwrap
 from training.optim import Scheduler, build_optimizer, build_scheduler
 
 __all__ = [
+    "CheckpointSchedule",
     "FitResult",
     "Fitter",
     "LocalReporter",
@@ -675,6 +676,23 @@ class Fitter:
         return self.run.model
 
 
+@dataclass
+class CheckpointSchedule:
+    """When a fit saves a checkpoint after an epoch: the best weights and the final state are
+    never lost; in between, a crash costs at most ``every_s`` seconds of training (a
+    checkpoint every epoch of a fast task costs more than the epoch)."""
+
+    every_s: float
+    last_saved: float = field(default_factory=time.perf_counter)
+
+    def due(self, *, improved: bool, last: bool) -> bool:
+        """Whether to save now (``last``: the fit ends after this epoch); if so, the clock restarts."""
+        if improved or last or time.perf_counter() - self.last_saved >= self.every_s:
+            self.last_saved = time.perf_counter()
+            return True
+        return False
+
+
 def fit(
     cfg: TrainConfig,
     data: PreparedData,
@@ -704,7 +722,7 @@ def fit(
     early = fitter.run.early
     stopped_early = False
     checkpoint: Checkpoint | None = None
-    last_saved = time.perf_counter()
+    schedule = CheckpointSchedule(cfg.checkpoint_every_s)
     while not fitter.done:
         epoch = fitter.epoch
         metrics = fitter.train_epoch()
@@ -722,16 +740,8 @@ def fit(
         metrics["early_stopped"] = bool(stop)
         fitter.end_epoch(metrics)
         checkpoint = None
-        # the best weights and the final state are never lost; in between, a crash costs at
-        # most checkpoint_every_s of training
-        due = (
-            improved
-            or stop
-            or fitter.done
-            or time.perf_counter() - last_saved >= cfg.checkpoint_every_s
-        )
+        due = schedule.due(improved=improved, last=stop or fitter.done)
         if due and reporter.rank == 0:  # one copy is enough: every rank holds the same weights
-            last_saved = time.perf_counter()
             checkpoint = fitter.checkpoint()
         reporter.report(metrics, checkpoint)
         if stop:

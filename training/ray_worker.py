@@ -26,13 +26,7 @@ from ray.train import Checkpoint as RayCheckpoint
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from training.checkpoint import (
-    CHECKPOINT_FILE,
-    PREVIOUS_FILE,
-    Checkpoint,
-    load_resumable,
-    write_verified,
-)
+from training.checkpoint import Checkpoint, load_resumable, save_resumable
 from training.config import TrainConfig
 from training.engine import PreparedData, fit
 
@@ -96,10 +90,7 @@ class RayReporter:
             self.report_fn(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            data = checkpoint.to_bytes()
-            write_verified(Path(tmp) / CHECKPOINT_FILE, data)
-            if self._previous is not None:
-                write_verified(Path(tmp) / PREVIOUS_FILE, self._previous)
+            data = save_resumable(tmp, checkpoint, self._previous)
             self.report_fn(metrics, checkpoint=RayCheckpoint.from_directory(tmp))
         self._previous = data
 
