@@ -22,6 +22,8 @@ What the samplers do with this project's spaces (categorical choices, ``when:`` 
 Schedulers (``epoch`` is their clock: fit's own count):
 
 * ``asha`` (default): asynchronous successive halving with the space's ``asha:`` block.
+  ``prune_on: best`` compares trials at a rung by their best epoch so far instead of the
+  epoch that reached it (:mod:`tuning._tune_asha`): for curves that jump between epochs.
 * (no ``hyperband``: Ray's synchronous ``HyperBandScheduler`` pauses trials until their
   bracket fills; with a searcher proposing one trial at a time, a sample count below the
   bracket size or a time budget, a tiny sweep here ended with two of four trials still paused
@@ -46,7 +48,7 @@ Schedulers (``epoch`` is their clock: fit's own count):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from training.errors import PoketuneError
@@ -80,6 +82,8 @@ class Strategy:
     searcher: bool = True
     #: the options the factory consumes itself (poketune's, not the library object's)
     own: tuple[str, ...] = ()
+    #: options whose value is one of a few names (checked when the space loads)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def check_options(kind: str, name: str, strategy: Strategy, options: dict[str, Any]) -> None:
@@ -87,6 +91,11 @@ def check_options(kind: str, name: str, strategy: Strategy, options: dict[str, A
     if unknown:
         valid = ", ".join(strategy.options) or "none"
         raise StrategyError(f"{kind} {name!r} has no option {unknown[0]!r}; its options: {valid}", unknown[0])
+    for option, valid_values in strategy.choices.items():
+        if option in options and options[option] not in valid_values:
+            raise StrategyError(
+                f"{kind} {name!r}: {option} {options[option]!r}; valid: {', '.join(valid_values)}", option
+            )
 
 
 # ---------------------------------------------------------------------------------- samplers
@@ -146,12 +155,19 @@ SAMPLERS.register("nsga2")(Strategy(_nsga2, ("population_size", "mutation_prob",
 SCHEDULERS: Registry[Strategy] = Registry("scheduler")
 
 
+#: what ASHA compares at a rung: the epoch that reached it, or the trial's best so far
+PRUNE_ON = ("last", "best")
+
+
 def _asha(space: SearchSpace, **options: Any) -> TrialScheduler:
     from ray.tune.schedulers import ASHAScheduler
 
+    from tuning._tune_asha import BestSoFarASHA
+
+    cls = BestSoFarASHA if options.pop("prune_on", "last") == "best" else ASHAScheduler
     # fit's own epoch count, not Tune's: a retried TorchTrainer trial resumes its run's
     # checkpoint but restarts Tune's training_iteration at 1
-    return ASHAScheduler(
+    return cls(  # type: ignore[no-any-return]
         time_attr="epoch", max_t=space.max_epochs, grace_period=space.grace_period,
         reduction_factor=space.reduction_factor, **options,
     )  # fmt: skip
@@ -216,7 +232,9 @@ def _pbt(space: SearchSpace, **options: Any) -> TrialScheduler:
     return PopulationBasedTraining(time_attr="epoch", hyperparam_mutations=mutations, **options)
 
 
-SCHEDULERS.register("asha")(Strategy(_asha, ("brackets", "stop_last_trials")))
+SCHEDULERS.register("asha")(
+    Strategy(_asha, ("brackets", "stop_last_trials", "prune_on"), own=("prune_on",), choices={"prune_on": PRUNE_ON})
+)
 SCHEDULERS.register("median")(Strategy(_median, ("grace_period", "min_samples_required", "min_time_slice", "hard_stop")))
 SCHEDULERS.register("fifo")(Strategy(_fifo))
 SCHEDULERS.register("pbt")(

@@ -68,6 +68,34 @@ def test_names_and_options_are_checked_at_load_with_file_and_line(tmp_path: Path
     assert isinstance(_sampler(SweepOptions(space="", data="", search="qmc"), space), samplers.QMCSampler)
 
 
+def test_asha_can_judge_a_rung_by_the_best_epoch_so_far(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tuning._tune_asha import BestSoFarASHA
+
+    path = _space(tmp_path, "scheduler: {name: asha, prune_on: sometimes}\n")
+    with pytest.raises(SpaceError, match=r":1: scheduler.prune_on: scheduler 'asha': prune_on 'sometimes'; valid: last, best$"):
+        load_space(path)
+    space = load_space(_space(tmp_path, "scheduler: {name: asha, prune_on: best}\n"))
+    assert isinstance(_scheduler(SweepOptions(space="", data=""), space), BestSoFarASHA)
+
+    def decisions(scheduler: schedulers.ASHAScheduler) -> list[str]:
+        # a: 0.30 then 0.45 at the rung (epoch 2); b: 0.60 then a dip to 0.20 at the rung
+        a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+        for t in (a, b):
+            scheduler.on_trial_add(None, t)
+        out = []
+        for trial, epoch, f1 in ((a, 1, 0.30), (a, 2, 0.45), (b, 1, 0.60), (b, 2, 0.20)):
+            out.append(scheduler.on_trial_result(None, trial, {"epoch": epoch, "val_f1": f1}))
+        return out
+
+    kw = {"time_attr": "epoch", "metric": "val_f1", "mode": "max", "max_t": 8, "grace_period": 2, "reduction_factor": 2}
+    # Tune's ASHA stops b on its dip (0.20 below the rung's median); judged by its best so
+    # far (0.60) b goes on
+    assert decisions(schedulers.ASHAScheduler(**kw))[-1] == "STOP"
+    assert decisions(BestSoFarASHA(**kw)) == ["CONTINUE"] * 4
+
+
 def test_an_unknown_name_on_the_command_line_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["tune", str(_space(tmp_path)), "--data", str(tmp_path), "--samples", "2", "--scheduler", "hyperband"])
