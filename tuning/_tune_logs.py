@@ -1,5 +1,4 @@
-"""Tune's per-trial result files (``result.json``, ``progress.csv``) without the rows a restart
-loses.
+"""Tune's per-trial result files (its JSON and CSV logs) without the rows a restart loses.
 
 Ray's result loggers copy a trial's result file from the sweep's storage over the driver's
 local copy every time the trial starts again (a PBT exploit or synch pause, a retry after a
@@ -28,11 +27,11 @@ class _KeepLocal:
 
 
 class KeepLocalJsonLogger(_KeepLocal, JsonLoggerCallback):  # type: ignore[misc]
-    """``result.json``, the file Tune's ``ExperimentAnalysis`` reads a trial's history from."""
+    """The JSON log, the file Tune's ``ExperimentAnalysis`` reads a trial's history from."""
 
 
 class KeepLocalCSVLogger(_KeepLocal, CSVLoggerCallback):  # type: ignore[misc]
-    """``progress.csv``, Tune's fallback when ``result.json`` is missing."""
+    """The CSV log, Tune's fallback when the JSON one is missing."""
 
 
 def result_loggers() -> list[Any]:
