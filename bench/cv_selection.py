@@ -18,6 +18,8 @@ same recipe for both, and its time is reported apart from the sweep's budget.
 Reported: the test macro-F1 per seed and arm, its mean and spread over seeds per arm (the
 question: does CV select configs that are better, or more reliably good, on unseen images?),
 trials per sweep and the CV sweep's time per trial (its cost: fewer trials in the budget).
+Each arm's row is appended to ``OUT/cv_selection.arms.jsonl`` as it ends (see
+:func:`bench.quality.record_arm`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from bench.quality import (
     _trial_count,
     build_task_set,
     plan_run,
+    record_arm,
 )
 
 __all__ = ["ARMS", "OPTIONS", "run"]
@@ -72,6 +75,19 @@ def _arm(arm: Arm, space: str, data: Path, budget_s: float, work: Path, samples:
     arm.detail["epoch"] = f"refit {epochs.group(1)}"
     checkpoints = _retrain_checkpoints(out, storage / name / "retrain", since)
     arm.test_f1 = _submit_and_score(arm, ",".join(checkpoints), data, work, timeout_s=600)
+
+
+def _row(a: Arm) -> dict[str, Any]:
+    def step_s(name: str) -> float | None:
+        return next((s.wall_s for s in a.steps if s.name == name), None)
+
+    trials = a.detail.get("trials")
+    return {
+        "seed": a.seed, "arm": a.arm, "test_f1": a.test_f1, "best_val_f1": a.detail.get("best_val_f1"),
+        "trials": trials, "tune_s": step_s("tune"), "refit_s": step_s("retrain"),
+        "s_per_trial": (step_s("tune") or 0) / trials if trials else None,
+        "epoch": a.detail.get("epoch"), "load_1m": "/".join(f"{v:.1f}" for v in a.load), "error": a.error,
+    }  # fmt: skip
 
 
 def run(
@@ -110,21 +126,11 @@ def run(
                 arm.error = str(exc)
             arm.load.append(_load())
             arms.append(arm)
+            record_arm(out, "cv_selection", stamp, _row(arm))
             f1 = "failed" if arm.test_f1 is None else f"{arm.test_f1:.4f}"
             print(f"[cv_selection {task}] seed {seed}: {arm_name} test macro-F1 {f1}", flush=True)
 
-    def step_s(a: Arm, name: str) -> float | None:
-        return next((s.wall_s for s in a.steps if s.name == name), None)
-
-    rows = [
-        {
-            "seed": a.seed, "arm": a.arm, "test_f1": a.test_f1, "best_val_f1": a.detail.get("best_val_f1"),
-            "trials": a.detail.get("trials"), "tune_s": step_s(a, "tune"), "refit_s": step_s(a, "retrain"),
-            "s_per_trial": (step_s(a, "tune") or 0) / a.detail["trials"] if a.detail.get("trials") else None,
-            "epoch": a.detail.get("epoch"), "load_1m": "/".join(f"{v:.1f}" for v in a.load), "error": a.error,
-        }
-        for a in arms
-    ]  # fmt: skip
+    rows = [_row(a) for a in arms]
     per_arm = {n: [a.test_f1 for a in arms if a.arm == n and a.test_f1 is not None] for n in ARMS}
     summary_rows = [
         {"arm": n, "seeds_ok": len(per_arm[n]), **_stats(per_arm[n]),

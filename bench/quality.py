@@ -20,7 +20,9 @@ item 5, issue 12 item 4).
    it, and an arm's wall time is the sum of its processes' (start-up, Ray, decode included);
 3. reports each arm's test macro-F1 per seed, the mean and spread over seeds, the margins
    and the issues' targets (flow − baseline ≥ 0.15 on task2 and > 0 on task1, issue 13;
-   ≥ 0.05 on task3, issue 12) as met or missed, in ``OUT/quality_TASK.json``.
+   ≥ 0.05 on task3, issue 12) as met or missed, in ``OUT/quality_TASK.json``. Each arm's
+   row is also appended to ``OUT/quality_TASK.arms.jsonl`` the moment the arm ends, so a run
+   cut short (a session's end, a crash) keeps the arms it finished.
 
 The set is the same for every seed (builder seed 0): the seeds vary the training, not the
 data.  ``--quick``: ~40 Pokémon × 2 variants at 32 px (task3: 64 px), 1 seed, a ~40 s budget
@@ -47,7 +49,9 @@ from bench._common import DEFAULT_OUT, BenchReport, Target
 from bench.artwork import ArtworkMissingError, build, build_info
 from tuning.budget import parse_duration
 
-__all__ = ["OPTIONS", "QUALITY_TASKS", "QualityTask", "RunPlan", "build_task_set", "plan_run", "run"]
+__all__ = [
+    "OPTIONS", "QUALITY_TASKS", "QualityTask", "RunPlan", "build_task_set", "plan_run", "record_arm", "run",
+]  # fmt: skip
 
 REPO = Path(__file__).resolve().parents[1]
 #: the options ``poketune bench`` passes to this benchmark's :func:`run`
@@ -337,6 +341,19 @@ def _row(arm: Arm, budget_s: float) -> dict[str, Any]:
     }
 
 
+def record_arm(out: Path, benchmark: str, stamp: str, row: dict[str, Any]) -> Path:
+    """Append one finished arm's row to ``OUT/BENCHMARK.arms.jsonl`` (one JSON object per
+    line, tagged with the run's ``stamp``): an hour-long run's report is written only at its
+    end, and the arms it finished must survive a run that is cut short."""
+    import json
+
+    path = out / f"{benchmark}.arms.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"run": stamp, **row}, default=str) + "\n")
+    return path
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """What a real-artwork benchmark run measures: the task, the budget per arm, the seeds."""
@@ -435,6 +452,7 @@ def run(
                       file=sys.stderr, flush=True)  # fmt: skip
             arm.load.append(_load())
             ran.append(arm)
+            record_arm(out, name, stamp, _row(arm, budget_s))
             f1 = "failed" if arm.test_f1 is None else f"{arm.test_f1:.4f}"
             print(f"[quality {task}] seed {seed}: {arm_name} test macro-F1 {f1} in {arm.wall_s:.0f}s",
                   flush=True)  # fmt: skip

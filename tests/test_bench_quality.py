@@ -199,6 +199,10 @@ def test_the_report_holds_every_arm_the_margins_and_the_targets(
     assert wall.value == 10.0 and wall.limit == 5.0 and wall.met is False  # over budget: said so
     doc = json.loads(report.write(tmp_path).read_text())
     assert doc["benchmark"] == "quality_task2" and doc["config"]["seeds"] == [0, 1]
+    # every arm, the failed one included, was kept as it ended: a run cut short keeps them
+    kept = [json.loads(ln) for ln in (tmp_path / "quality_task2.arms.jsonl").read_text().splitlines()]
+    assert [(k["seed"], k["arm"], k["test_f1"]) for k in kept] == [(r["seed"], r["arm"], r["test_f1"]) for r in rows]
+    assert len({k["run"] for k in kept}) == 1
     # a measurement split across sessions: the third seed alone
     later = quality.run(quick=True, out=tmp_path, task="task2", seeds=1, first_seed=2, budget="5s")
     assert [r["seed"] for r in later.tables["per seed and arm"]] == [2, 2, 2]
@@ -261,6 +265,8 @@ def test_cv_selection_runs_both_arms_the_same_way_but_for_cv(monkeypatch: pytest
     rows = report.tables["per seed and arm"]
     assert [(r["seed"], r["arm"]) for r in rows] == [(0, "one_split"), (0, "cv3"), (1, "one_split"), (1, "cv3")]
     assert rows[1]["s_per_trial"] == pytest.approx(10.0) and rows[0]["s_per_trial"] == pytest.approx(5.0)
+    kept = [json.loads(ln) for ln in (tmp_path / "cv_selection.arms.jsonl").read_text().splitlines()]
+    assert [(k["seed"], k["arm"], k["s_per_trial"]) for k in kept] == [(r["seed"], r["arm"], r["s_per_trial"]) for r in rows]
     assert report.summary["mean test macro-F1 cv3 - one_split"] == pytest.approx(0.1)
 
 
