@@ -115,6 +115,7 @@ def run(
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     arms: list[Arm] = []
+    rows: list[dict[str, Any]] = []  # the report's rows, each kept on disk as its arm ends
     for seed in seed_list:
         work = out / "cv_selection" / task / f"{stamp}-seed{seed}"
         for arm_name in ARMS:
@@ -126,11 +127,11 @@ def run(
                 arm.error = str(exc)
             arm.load.append(_load())
             arms.append(arm)
-            record_arm(out, "cv_selection", stamp, _row(arm))
+            rows.append(_row(arm))
+            record_arm(out, "cv_selection", stamp, rows[-1])
             f1 = "failed" if arm.test_f1 is None else f"{arm.test_f1:.4f}"
             print(f"[cv_selection {task}] seed {seed}: {arm_name} test macro-F1 {f1}", flush=True)
 
-    rows = [_row(a) for a in arms]
     per_arm = {n: [a.test_f1 for a in arms if a.arm == n and a.test_f1 is not None] for n in ARMS}
     summary_rows = [
         {"arm": n, "seeds_ok": len(per_arm[n]), **_stats(per_arm[n]),

@@ -31,6 +31,7 @@ per arm and 2 sweep trials: a smoke test of the whole path, not a measurement.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -201,8 +202,6 @@ def _submit_and_score(
 def _baseline(
     arm: Arm, task: QualityTask, data: Path, budget_s: float, work: Path, quick: bool
 ) -> None:
-    import json
-
     seed = arm.seed
     result = work / "baseline.json"
     cmd = [sys.executable, "-m", "bench.baselines", task.baseline, "--data", str(data),
@@ -345,8 +344,6 @@ def record_arm(out: Path, benchmark: str, stamp: str, row: dict[str, Any]) -> Pa
     """Append one finished arm's row to ``OUT/BENCHMARK.arms.jsonl`` (one JSON object per
     line, tagged with the run's ``stamp``): an hour-long run's report is written only at its
     end, and the arms it finished must survive a run that is cut short."""
-    import json
-
     path = out / f"{benchmark}.arms.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
@@ -434,6 +431,7 @@ def run(
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     ran: list[Arm] = []
+    rows: list[dict[str, Any]] = []  # the report's rows, each kept on disk as its arm ends
     for seed in seed_list:
         work = out / "quality" / f"{task}{'-quick' if quick else ''}" / f"{stamp}-seed{seed}"
         for arm_name in (a for a in ARMS if a in chosen):
@@ -452,12 +450,12 @@ def run(
                       file=sys.stderr, flush=True)  # fmt: skip
             arm.load.append(_load())
             ran.append(arm)
-            record_arm(out, name, stamp, _row(arm, budget_s))
+            rows.append(_row(arm, budget_s))
+            record_arm(out, name, stamp, rows[-1])
             f1 = "failed" if arm.test_f1 is None else f"{arm.test_f1:.4f}"
             print(f"[quality {task}] seed {seed}: {arm_name} test macro-F1 {f1} in {arm.wall_s:.0f}s",
                   flush=True)  # fmt: skip
 
-    rows = [_row(a, budget_s) for a in ran]
     per_arm = {
         a: [x.test_f1 for x in ran if x.arm == a and x.test_f1 is not None] for a in ARMS
     }
