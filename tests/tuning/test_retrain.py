@@ -21,14 +21,22 @@ import torch
 from mlflow_server import MlflowServer, free_port, mlflow_server_fixture
 
 from training.checkpoint import load_checkpoint
-from training.config import ConfigError, DataConfig
+from training.config import ConfigError, DataConfig, TrainConfig
 from training.data import Preprocessing, load_split, normalize_batch
 from training.engine import LocalReporter, fit
 from tuning import results
 from tuning._mlflow import MlflowUnreachableError, tracking
 from tuning.cli import main
 from tuning.predict import ModelURIError, load_predictor
-from tuning.retrain import RetrainResult, retrain, retrain_config, select_trial
+from tuning.retrain import (
+    RetrainResult,
+    SourceTrial,
+    distinct_trials,
+    near_the_best,
+    retrain,
+    retrain_config,
+    select_trial,
+)
 from tuning.sweep import SweepOptions, run_sweep
 
 SPACE = """
@@ -364,6 +372,58 @@ def test_no_refit_registers_the_trials_own_best_weights(
     assert len(load_predictor(res.model_uri or "", mlflow_server.uri).members) == 2
     with pytest.raises(ConfigError, match="--no-refit keeps the trials' own weights"):
         retrain(*sweep, mlflow_uri=None, refit=False, seeds=2)
+
+
+def _src(trial_id: str, value: float) -> SourceTrial:
+    return SourceTrial("s", trial_id, "val_f1", value, 3, TrainConfig())
+
+
+def test_near_the_best_keeps_the_members_within_the_margin_in_either_direction() -> None:
+    ranked = [_src("a", 0.70), _src("b", 0.65), _src("c", 0.60), _src("d", 0.31)]
+    kept, left = near_the_best(ranked, 0.1, "max")
+    assert [s.trial_id for s in kept] == ["a", "b", "c"] and [s.trial_id for s in left] == ["d"]
+    kept, left = near_the_best(ranked, 0.06, "max")
+    assert [s.trial_id for s in kept] == ["a", "b"]
+    kept, _ = near_the_best(ranked, 0.0, "max")
+    assert [s.trial_id for s in kept] == ["a"]  # the best is always kept
+    losses = [_src("a", 0.20), _src("b", 0.25), _src("c", 0.90)]  # a loss: lower is better
+    kept, left = near_the_best(losses, 0.1, "min")
+    assert [s.trial_id for s in kept] == ["a", "b"] and [s.trial_id for s in left] == ["c"]
+    with pytest.raises(ConfigError, match="--within must be >= 0"):
+        near_the_best(ranked, -0.1, "max")
+
+
+def test_retrain_within_leaves_out_the_weak_top_trials_and_says_so(
+    sweep: tuple[str, str], mlflow_server: MlflowServer
+) -> None:
+    ranked = distinct_trials(results.Sweep.open(*sweep), 3)
+    assert len(ranked) == 3
+    scores = {str(r["trial_id"]): float(r["best_val_f1"]) for r in ranked}
+    best = max(scores.values())
+    # a margin below every gap but the ties, read from the sweep's results
+    expected = [t for t, v in scores.items() if v >= best - 1e-9]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["retrain", sweep[0], "--storage", sweep[1], "--top", "3", "--within", "1e-9", "--no-refit",
+                   "--mlflow-uri", mlflow_server.uri, "--registered-name", "poketune-within"])
+    assert rc == 0, out.getvalue()
+    text = out.getvalue()
+    import re
+
+    registered = re.search(r"^registered models:/poketune-within/(\d+) ", text, re.MULTILINE)
+    assert registered, text
+    version = int(registered.group(1))
+    tags = client_tags(mlflow_server.uri, "poketune-within", version)
+    assert [m["trial_id"] for m in json.loads(tags["members"])] == expected
+    left = [t for t in scores if t not in expected]
+    assert json.loads(tags.get("left_out", "{}")) == pytest.approx({t: scores[t] for t in left})
+    for t in left:
+        assert f"left out trial {t} (best_val_f1 {scores[t]:.4f}" in text
+    # a margin wider than any val_f1 gap keeps all three
+    res = retrain(*sweep, mlflow_uri=None, top=3, within=1.0, refit=False)
+    assert [s.trial_id for s in res.sources] == list(scores) and res.left_out == []
+    with pytest.raises(ConfigError, match="--within chooses among the --top K"):
+        retrain(*sweep, mlflow_uri=None, within=0.1, refit=False)
 
 
 def test_a_driver_killed_mid_retrain_registers_nothing_and_the_rerun_registers_one_whole_version(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuning.commands._common import add_storage, int_at_least
+from tuning.commands._common import add_storage, int_at_least, positive_float
 
 
 def _epochs(text: str) -> str | int:
@@ -17,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow-uri", help="log and register the model there (http://host:port or sqlite:///mlflow.db); without it only local checkpoints are written")
     p.add_argument("--trial", help="retrain this trial id instead of the best one")
     p.add_argument("--top", type=int_at_least(1), default=1, metavar="K", help="an ensemble of the K best distinct configs (probabilities averaged, registered as one model)")
+    p.add_argument("--within", type=positive_float, metavar="D", help="with --top K: leave out the trials whose score is more than D below the best's (an average of equal weights is pulled down by a weak member)")
     p.add_argument("--epochs", type=_epochs, default="best", help="'best' (the trial's best epoch count, default), 'steps' (the optimizer steps of the trial's best epoch: fewer epochs on the larger train+val set) or N")
     p.add_argument("--seeds", type=int_at_least(1), default=1, help="K runs with seeds base+0..K-1, registered as one averaging ensemble")
     p.add_argument("--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers per run")
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         mlflow_uri=args.mlflow_uri,
         trial=args.trial,
         top=args.top,
+        within=args.within,
         epochs=args.epochs,
         seeds=args.seeds,
         workers=args.workers,
@@ -58,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{'retrained' if res.refit else 'registered'} trial {src.trial_id} of sweep {src.sweep!r} "
             f"(best_{src.metric} {src.best_value:.4f} at epoch {src.best_epoch}) {what}"
+        )
+    for src in res.left_out:
+        print(
+            f"left out trial {src.trial_id} (best_{src.metric} {src.best_value:.4f}, "
+            f"{abs(res.source.best_value - src.best_value):.4f} from the best; --within {args.within:g})"
         )
     for member, hist, ckpt, run_dir in zip(res.members, res.histories, res.checkpoints, res.run_dirs, strict=True):
         loss = hist[-1]["train_loss"] if hist else float("nan")
