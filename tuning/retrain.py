@@ -110,6 +110,7 @@ class RetrainResult:
     sources: list[SourceTrial] = field(default_factory=list)  # --top K: the K configs
     #: --top K --within D: the top-K configs left out for scoring more than D below the best
     left_out: list[SourceTrial] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set: on top of every member's config
     members: list[Member] = field(default_factory=list)
     preset: PresetComparison | None = None  # --vs-preset
     refit: bool = True  # False: the members are the trials' own best weights (--no-refit)
@@ -216,19 +217,38 @@ def near_the_best(sources: list[SourceTrial], within: float, mode: str) -> tuple
         raise ConfigError(f"--within must be >= 0, got {within}")
     best = sources[0].best_value
     sign = 1.0 if mode == "max" else -1.0
-    kept = [s for s in sources if sign * (best - s.best_value) <= within + 1e-12]
-    return kept, [s for s in sources if s not in kept]
+    near = [sign * (best - s.best_value) <= within + 1e-12 for s in sources]
+    return [s for s, ok in zip(sources, near, strict=True) if ok], [s for s, ok in zip(sources, near, strict=True) if not ok]
 
 
-def retrain_config(source: SourceTrial, *, epochs: int, seed: int, num_threads: int) -> TrainConfig:
-    """The trial's config for training on everything.
+#: config keys a retrain sets itself: ``--set`` names the flag to use instead
+_RETRAIN_KEYS = {"optim.epochs": "--epochs", "seed": "--seeds", "num_threads": "--workers"}
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """``retrain --set``: not the keys the retrain decides (epochs, seed, threads) nor
+    early stopping, which a refit without a validation split cannot do."""
+    for key in overrides:
+        if key in _RETRAIN_KEYS:
+            raise ConfigError(f"--set {key}: retrain sets it itself; use {_RETRAIN_KEYS[key]}")
+        if key.startswith("early_stop."):
+            raise ConfigError(f"--set {key}: a retrain on train+val has no validation split to stop on")
+
+
+def retrain_config(
+    source: SourceTrial, *, epochs: int, seed: int, num_threads: int, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The trial's config for training on everything, with ``overrides`` (``retrain --set``,
+    e.g. a trial ranked at 96 px refitted at 160 px) on top.
 
     Early stopping is off (no validation set to watch). The monitor becomes val_loss because
     without validation data the engine steps a plateau scheduler on train_loss, and the
     scheduler's mode follows the monitor: "min" is the right direction for a loss.
     """
+    check_overrides(overrides or {})
     return source.config.replace(
         **{
+            **(overrides or {}),
             "optim.epochs": epochs,
             "early_stop.patience": 0,
             "early_stop.f1_window": 0,
@@ -350,6 +370,8 @@ def _log_and_register(
         # False: the members are the trials' own best weights, trained on the train split only
         "refit": str(result.refit).lower(),
     }
+    if result.overrides:  # --set: the members' configs are not the trials' own
+        tags["overrides"] = json.dumps(result.overrides, default=str)
     if result.left_out:  # --within: which of the top K were not averaged, and why
         tags["left_out"] = json.dumps({s.trial_id: s.best_value for s in result.left_out})
     with tracking(uri) as client:
@@ -434,6 +456,7 @@ def retrain(
     trial: str | None = None,
     top: int = 1,
     within: float | None = None,
+    overrides: dict[str, Any] | None = None,
     epochs: Epochs = "best",
     seeds: int = 1,
     workers: int = 1,
@@ -448,7 +471,8 @@ def retrain(
 ) -> RetrainResult:
     """Retrain sweep ``name``'s best trial (or ``trial``, or its ``top`` best distinct
     configs) on train+val, ``seeds`` times each. ``within`` leaves out of the ``top`` those
-    whose score is more than that below the best's (:func:`near_the_best`).
+    whose score is more than that below the best's (:func:`near_the_best`). ``overrides``
+    (``--set``) change the config every member trains with, e.g. ``data.image_size``.
 
     ``data`` overrides the dataset folder recorded by the sweep (a sweep run elsewhere).
     With ``mlflow_uri`` the run is logged (experiment ``experiment``, default
@@ -475,8 +499,10 @@ def retrain(
         # before any training: finding out after half an hour of GPU time is too late
         mlflow_uri = ensure_reachable(mlflow_uri, hint="retrain without --mlflow-uri to skip MLflow")
 
-    if not refit and (seeds != 1 or epochs != "best" or workers != 1 or use_gpu):
-        raise ConfigError("--no-refit keeps the trials' own weights: --seeds, --epochs, --workers and --gpu do not apply")
+    if not refit and (seeds != 1 or epochs != "best" or workers != 1 or use_gpu or overrides):
+        raise ConfigError("--no-refit keeps the trials' own weights: --seeds, --epochs, --workers, --gpu and --set do not apply")
+    overrides = dict(overrides or {})
+    check_overrides(overrides)
     sweep = Sweep.open(name, storage)
     if trial is not None and top != 1:
         raise ConfigError("--trial and --top are exclusive: one names a trial, the other the K best")
@@ -488,7 +514,8 @@ def retrain(
         sources, left_out = near_the_best(sources, within, sweep.space.mode)
     source = sources[0]
     data_root = data or sweep.meta.data
-    base = source.config
+    # validated here, before any data is read: a typo'd key fails in the driver, in one line
+    base = source.config.replace(**overrides)
     cache_dir = sweep.meta.options.get("cache_dir")
     check_before_training(data_root, base.data, cache_dir=cache_dir)
     prepared, _ = prepare_data(data_root, base, cache_dir=cache_dir, train_on_all=refit)
@@ -533,7 +560,7 @@ def retrain(
         # so one decoded set serves every member
         for src, seed in ((src, seed) for src in sources for seed in seed_list):
             src_epochs = _epochs(src, epochs, train_share)
-            cfg = retrain_config(src, epochs=src_epochs, seed=seed, num_threads=torch_threads(cpus))
+            cfg = retrain_config(src, epochs=src_epochs, seed=seed, num_threads=torch_threads(cpus), overrides=overrides)
             run_name = f"{stamp}-seed{seed}" if len(sources) == 1 else f"{stamp}-{src.trial_id}-seed{seed}"
             members.append(Member(src.trial_id, seed, src_epochs))
             path, history, run_dir = _train_seed(
@@ -560,6 +587,7 @@ def retrain(
         warnings=warnings,
         sources=sources,
         left_out=left_out,
+        overrides=overrides,
         members=members,
         refit=refit,
     )

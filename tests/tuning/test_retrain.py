@@ -160,6 +160,54 @@ def test_without_mlflow_checkpoints_are_written_locally(
         assert state.config.optim.epochs == 1
 
 
+def test_retrain_set_changes_the_refit_config_and_nothing_else(
+    sweep: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sweep ranked at 32 px, its best trial refitted at 24 px: the data the member trains
+    on, its config and its checkpoint's preprocessing all say 24; every other key is the
+    trial's (``fit`` in process, as above)."""
+    import ray
+    import ray.train
+
+    import training.ray_worker as rw
+
+    trained: list[Any] = []
+
+    def in_process(cfg: Any, data: Any, *, storage_path: str, name: str, **_: Any) -> Any:
+        prepared = ray.get(data)
+        trained.append((cfg, tuple(prepared.x_train.shape[-2:])))
+        rep = LocalReporter(out_dir=Path(storage_path) / name / "checkpoint_000000")
+        fit(cfg, prepared, rep)
+        return SimpleNamespace(checkpoint=ray.train.Checkpoint.from_directory(str(rep.out_dir)),
+                               path=str(Path(storage_path) / name))
+
+    monkeypatch.setattr(rw, "run_torch_trainer", in_process)
+    src = select_trial(results.Sweep.open(*sweep))
+    assert src.config.data.image_size == 32
+    assert main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "1", "--set", "data.image_size=24"]) == 0
+    out = capsys.readouterr().out
+    assert "with --set data.image_size=24 on the trials' configs" in out
+    ((cfg, shape),) = trained
+    assert shape == (24, 24) and cfg.data.image_size == 24
+    changed = {k for k, v in cfg.to_flat().items() if src.config.to_flat()[k] != v}
+    assert changed <= {"data.image_size", "optim.epochs", "seed", "num_threads", "early_stop.patience",
+                       "early_stop.f1_window", "early_stop.monitor"}
+    ckpt = Path(next(line.split("checkpoint:")[1].strip() for line in out.splitlines() if "checkpoint:" in line))
+    state = load_checkpoint(ckpt)
+    assert state.config.data.image_size == 24 and state.preprocessing.image_size == 24
+    # the keys a retrain decides, a refit that trains nothing, a key that does not exist
+    for extra, message in [
+        (["--set", "optim.epochs=3"], "--set optim.epochs: retrain sets it itself; use --epochs"),
+        (["--set", "early_stop.patience=3"], "no validation split to stop on"),
+        (["--no-refit", "--set", "data.image_size=24"], "--gpu and --set do not apply"),
+        (["--set", "data.imagesize=24"], "data.imagesize"),
+    ]:
+        assert main(["retrain", sweep[0], "--storage", sweep[1], *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert len(trained) == 1  # none of them trained anything
+
+
 # ---------------------------------------------------------------------------------- registry
 def test_first_retrain_is_version_1_trained_on_all_images(
     registered: tuple[RetrainResult, str], sweep: tuple[str, str], task2_data: Path, mlflow_server: MlflowServer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuning.commands._common import add_storage, int_at_least, positive_float
+from tuning.commands._common import add_storage, int_at_least, overrides, positive_float
 
 
 def _epochs(text: str) -> str | int:
@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int_at_least(1), default=1, metavar="K", help="an ensemble of the K best distinct configs (probabilities averaged, registered as one model)")
     p.add_argument("--within", type=positive_float, metavar="D", help="with --top K: leave out the trials whose score is more than D below the best's (an average of equal weights is pulled down by a weak member)")
     p.add_argument("--epochs", type=_epochs, default="best", help="'best' (the trial's best epoch count, default), 'steps' (the optimizer steps of the trial's best epoch: fewer epochs on the larger train+val set) or N")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a key of the trial's config for the retrain, e.g. data.image_size=160 for a sweep ranked at a smaller size")
     p.add_argument("--seeds", type=int_at_least(1), default=1, help="K runs with seeds base+0..K-1, registered as one averaging ensemble")
     p.add_argument("--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers per run")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         trial=args.trial,
         top=args.top,
         within=args.within,
+        overrides=overrides(args.set),
         epochs=args.epochs,
         seeds=args.seeds,
         workers=args.workers,
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             f"{'retrained' if res.refit else 'registered'} trial {src.trial_id} of sweep {src.sweep!r} "
             f"(best_{src.metric} {src.best_value:.4f} at epoch {src.best_epoch}) {what}"
         )
+    if res.overrides:
+        print("with " + " ".join(f"--set {k}={v}" for k, v in res.overrides.items()) + " on the trials' configs")
     for src in res.left_out:
         print(
             f"left out trial {src.trial_id} (best_{src.metric} {src.best_value:.4f}, "
