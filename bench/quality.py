@@ -87,6 +87,10 @@ class QualityTask:
     refit: bool = False
     #: share of the budget the sweep gets; the rest is the final step, submit and score
     tune_share: float = 0.9
+    #: the sweep ranks configs at this image size and the refit trains the best at the set's
+    #: own (``tune --set data.image_size=R``, ``retrain --set data.image_size=SIZE``); None,
+    #: or a size not below the set's, ranks at the set's size
+    rank_size: int | None = None
 
 
 QUALITY_TASKS: dict[str, QualityTask] = {
@@ -98,10 +102,12 @@ QUALITY_TASKS: dict[str, QualityTask] = {
     # same best trial of seed 0's sweep (val_f1 0.4925, Lite1 fully fine-tuned) scored 0.333
     # refitted and 0.269 as trained (docs/benchmarks.md). A refit of that trial took ~450 s
     # on 2 cores, and the sweep's deadline lets running epochs finish (up to ~90 s over), so
-    # the sweep gets 55 % of the budget
+    # the sweep gets 55 % of the budget. At 160 px a full fine-tune epoch takes 50-90 s with two
+    # trials side by side, so a 12-minute sweep saw 3-4 trials and the best was the preset's
+    # config on 2 of 3 seeds: ranking at 96 px costs ~(96/160)² = 0.36 of that per epoch
     "task3": QualityTask("task3", "task3_lite", "search_spaces/task3_transfer.yaml", "lite0", 0.05,
                          False, "issue 12: the tuned transfer flow beats the bare Lite0 script by "
-                         ">= 0.05", 60, 64, refit=True, tune_share=0.55),
+                         ">= 0.05", 60, 64, refit=True, tune_share=0.55, rank_size=96),
 }  # fmt: skip
 
 _QUICK = {"pokemon": 40, "variants": 2, "budget_s": 40.0, "samples": 2}
@@ -269,8 +275,11 @@ def _flow(
     cmd = _cli("tune", str(REPO / task.space), "--data", str(data), "--samples", str(samples),
                "--time-budget-s", f"{tune_s:g}", "--name", name, "--storage", str(storage),
                "--seed", str(seed))  # fmt: skip
-    if quick:
-        cmd += ["--set", f"data.image_size={size}"]
+    ranked_small = task.rank_size is not None and task.rank_size < size
+    if quick or ranked_small:
+        cmd += ["--set", f"data.image_size={task.rank_size if ranked_small else size}"]
+    if ranked_small:
+        arm.detail["ranked_at_px"] = task.rank_size
     out = _run(arm, "tune", cmd, work, timeout_s=budget_s * 2 + 300)
     best = re.search(r"^best trial (\S+): (\w+) ([0-9.]+)", out, re.MULTILINE)
     if best:
@@ -280,6 +289,8 @@ def _flow(
     since = time.time()
     if task.refit:
         final = ["retrain", name, "--storage", str(storage)]
+        if ranked_small:
+            final += ["--set", f"data.image_size={size}"]
     else:
         top = min(FLOW_TOP, _usable_count(name, storage) or 1)
         final = ["retrain", name, "--storage", str(storage), "--top", str(top), "--within", f"{FLOW_WITHIN:g}",

@@ -292,6 +292,13 @@ def test_the_flow_recipe_is_the_tasks_own_and_arms_can_be_chosen(monkeypatch: py
         tune, retrain = commands
         assert tune[tune.index("--time-budget-s") + 1] == f"{budget_share * 100:g}"
         assert retrain[retrain.index("retrain") + 4:] == final  # task3 refits the best trial
+    # task3 on its full-size set: the sweep ranks at 96 px, the refit trains at the set's 160
+    monkeypatch.setattr(quality, "build_info", lambda d: {"params": {"size": 160}, "counts": {"train": {"images": 1}, "test": {"images": 1}}, "build_s": 0.0})
+    commands.clear()
+    quality.run(out=tmp_path, task="task3", seeds=1, budget="100s", arms="flow")
+    tune, retrain = commands
+    assert tune[tune.index("--set") + 1] == "data.image_size=96"
+    assert retrain[retrain.index("retrain") + 4:] == ["--set", "data.image_size=160"]
     with pytest.raises(ValueError, match="unknown arm 'flo'"):
         quality.run(out=tmp_path, task="task2", arms="flo")
 
