@@ -119,6 +119,28 @@ def test_unreachable_mlflow_fails_before_training(sweep: tuple[str, str]) -> Non
     assert runs() == before
 
 
+def _fit_in_process(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """Replace Ray Train's start-up with ``fit`` in this process, handing back a Ray
+    checkpoint folder as TorchTrainer would; returns the (config, prepared data) of each run."""
+    import ray
+    import ray.train
+
+    import training.ray_worker as rw
+
+    runs: list[tuple[Any, Any]] = []
+
+    def in_process(cfg: Any, data: Any, *, storage_path: str, name: str, **_: Any) -> Any:
+        prepared = ray.get(data)
+        runs.append((cfg, prepared))
+        rep = LocalReporter(out_dir=Path(storage_path) / name / "checkpoint_000000")
+        fit(cfg, prepared, rep)
+        folder = ray.train.Checkpoint.from_directory(str(rep.out_dir))
+        return SimpleNamespace(checkpoint=folder, path=str(Path(storage_path) / name))
+
+    monkeypatch.setattr(rw, "run_torch_trainer", in_process)
+    return runs
+
+
 def test_without_mlflow_checkpoints_are_written_locally(
     sweep: tuple[str, str], task2_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -126,27 +148,13 @@ def test_without_mlflow_checkpoints_are_written_locally(
     and hands back a Ray checkpoint folder, so retrain's own reading, trimming and writing of
     the checkpoint are what is tested (the TorchTrainer path is what the registered versions
     below go through)."""
-    import ray
-    import ray.train
-
-    import training.ray_worker as rw
-
-    trained: list[Any] = []
-
-    def in_process(cfg: Any, data: Any, *, storage_path: str, name: str, **_: Any) -> Any:
-        prepared = ray.get(data)
-        trained.append((cfg, len(prepared.y_train), len(prepared.y_val)))
-        rep = LocalReporter(out_dir=Path(storage_path) / name / "checkpoint_000000")
-        fit(cfg, prepared, rep)
-        folder = ray.train.Checkpoint.from_directory(str(rep.out_dir))
-        return SimpleNamespace(checkpoint=folder, path=str(Path(storage_path) / name))
-
-    monkeypatch.setattr(rw, "run_torch_trainer", in_process)
+    runs = _fit_in_process(monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # must not be used
     assert main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "1", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     assert "nothing registered" in out
-    (cfg0, n_train, n_val), (cfg1, _, _) = trained
+    (cfg0, data0), (cfg1, _) = runs
+    n_train, n_val = len(data0.y_train), len(data0.y_val)
     assert (n_train, n_val) == (len(pd.read_csv(task2_data / "train.csv")), 0)
     assert (cfg0.seed, cfg1.seed) == (0, 1)
     ckpts = [Path(line.split("checkpoint:")[1].strip()) for line in out.splitlines() if "checkpoint:" in line]
@@ -166,29 +174,14 @@ def test_retrain_set_changes_the_refit_config_and_nothing_else(
     """A sweep ranked at 32 px, its best trial refitted at 24 px: the data the member trains
     on, its config and its checkpoint's preprocessing all say 24; every other key is the
     trial's (``fit`` in process, as above)."""
-    import ray
-    import ray.train
-
-    import training.ray_worker as rw
-
-    trained: list[Any] = []
-
-    def in_process(cfg: Any, data: Any, *, storage_path: str, name: str, **_: Any) -> Any:
-        prepared = ray.get(data)
-        trained.append((cfg, tuple(prepared.x_train.shape[-2:])))
-        rep = LocalReporter(out_dir=Path(storage_path) / name / "checkpoint_000000")
-        fit(cfg, prepared, rep)
-        return SimpleNamespace(checkpoint=ray.train.Checkpoint.from_directory(str(rep.out_dir)),
-                               path=str(Path(storage_path) / name))
-
-    monkeypatch.setattr(rw, "run_torch_trainer", in_process)
+    trained = _fit_in_process(monkeypatch)
     src = select_trial(results.Sweep.open(*sweep))
     assert src.config.data.image_size == 32
     assert main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "1", "--set", "data.image_size=24"]) == 0
     out = capsys.readouterr().out
     assert "with --set data.image_size=24 on the trials' configs" in out
-    ((cfg, shape),) = trained
-    assert shape == (24, 24) and cfg.data.image_size == 24
+    ((cfg, data),) = trained
+    assert tuple(data.x_train.shape[-2:]) == (24, 24) and cfg.data.image_size == 24
     changed = {k for k, v in cfg.to_flat().items() if src.config.to_flat()[k] != v}
     assert changed <= {"data.image_size", "optim.epochs", "seed", "num_threads", "early_stop.patience",
                        "early_stop.f1_window", "early_stop.monitor"}
