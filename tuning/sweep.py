@@ -423,7 +423,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
                 metric=[m for m, _ in space.objectives] if space.objectives else space.metric,
                 mode=[m for _, m in space.objectives] if space.objectives else space.mode,
                 sampler=_sampler(opts, space),
-                points_to_evaluate=[*enqueued, point],
+                # the user's configs, the preset, then the space's own known-good points
+                points_to_evaluate=[*enqueued, point, *space.enqueue],
                 sweep_uri=path,
                 journal=journal,
                 study_name=STUDY_NAME,

@@ -14,7 +14,7 @@ from ray.tune import schedulers
 
 from tuning import results
 from tuning.cli import main
-from tuning.space import SpaceError, load_points, load_space
+from tuning.space import SpaceError, load_points, load_space, parse_space
 from tuning.strategies import SAMPLERS, SCHEDULERS
 from tuning.sweep import SweepOptions, _sampler, _scheduler, run_sweep
 
@@ -190,14 +190,33 @@ def test_enqueued_configs_are_checked_with_file_and_line(tmp_path: Path) -> None
             load_points(bad, space)
 
 
+def test_a_space_enqueues_its_own_configs_checked_with_file_and_line(tmp_path: Path) -> None:
+    path = _space(tmp_path, "enqueue:\n  - {optim.lr: 2.0e-3, model.dropout: 0.1}\n")
+    space = load_space(path)
+    preset, _ = space.preset_point()
+    assert space.enqueue == [{**preset, "optim.lr": 2.0e-3, "model.dropout": 0.1}]
+    # stored with a sweep and read back (resume, export): the same points
+    assert parse_space(space.to_dict()).enqueue == space.enqueue
+    for extra, line, message in [
+        ("enqueue:\n  - {model.stages: 3}\n", 2, "enqueue[0].model.stages: not a searched parameter of this space"),
+        ("enqueue:\n  - optim.lr: 2.0e-3\n  - loss.imbalance: sampler\n", 3, "enqueue[1].loss.imbalance: 'sampler' is not one of the choices"),
+        ("enqueue: []\n", 1, "enqueue: a config to enqueue is a mapping"),
+    ]:
+        path = _space(tmp_path, extra)
+        with pytest.raises(SpaceError, match="^" + re.escape(f"{path}:{line}: {message}")):
+            load_space(path)
+
+
 def test_enqueued_configs_run_first_then_the_preset(tmp_path: Path, ray_session: None) -> None:
     data = make_colour_data(tmp_path / "colours", per_class=8)
     storage = str(tmp_path / "runs")
     configs = tmp_path / "enqueue.yaml"
     configs.write_text(ENQUEUE)
-    space = load_space(_space(tmp_path))
+    # the space's own known-good config comes after the preset
+    space_path = _space(tmp_path, "enqueue: {optim.lr: 2.0e-3, model.dropout: 0.1}\n")
+    space = load_space(space_path)
     preset, _ = space.preset_point()
-    run_sweep(SweepOptions(space=str(_space(tmp_path)), data=str(data), samples=4, name="q", storage=storage,
+    run_sweep(SweepOptions(space=str(space_path), data=str(data), samples=5, name="q", storage=storage,
                            max_concurrent=1, enqueue=str(configs)))  # fmt: skip
     sweep = results.Sweep.open("q", storage)
     study = sweep.study()
@@ -205,10 +224,11 @@ def test_enqueued_configs_run_first_then_the_preset(tmp_path: Path, ray_session:
     assert asked[0] == {**preset, "optim.lr": 3.0e-3, "loss.imbalance": "focal"}
     assert asked[1] == {**preset, "optim.lr": 1.0e-4, "model.dropout": 0.4}
     assert asked[2] == preset
+    assert asked[3] == {**preset, "optim.lr": 2.0e-3, "model.dropout": 0.1}
     # the trials ran them in that order, and the preset trial is still recognised as such
     frame = sweep.trials().sort_values("order")
-    assert frame["optim.lr"].tolist()[:2] == pytest.approx([3.0e-3, 1.0e-4])
-    assert frame["preset"].tolist()[:3] == [False, False, True]
+    assert frame["optim.lr"].tolist()[:4] == pytest.approx([3.0e-3, 1.0e-4, preset["optim.lr"], 2.0e-3])
+    assert frame["preset"].tolist()[:4] == [False, False, True, False]
     configs.write_text("optim.lr: 5\n")
     with pytest.raises(SpaceError, match=re.escape("enqueue.yaml:1: optim.lr: 5 is outside")):
         run_sweep(SweepOptions(space=str(_space(tmp_path)), data=str(data), samples=1, name="q2", storage=storage,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import typing
 from pathlib import Path
@@ -13,12 +14,13 @@ from training.tasks import TASKS, preset_config
 from tuning.space._distributions import DISTRIBUTIONS
 from tuning.space._errors import Invalid, KeyPath, Locator
 from tuning.space._param import Param
+from tuning.space._points import points_of
 from tuning.space._search_space import SearchSpace
 from tuning.space._yaml import read_yaml
 
 __all__ = ["METRIC_MODES", "load_space", "parse_space"]
 
-TOP_KEYS = ("task", "metric", "mode", "objectives", "asha", "search", "scheduler", "cv", "fixed", "params")
+TOP_KEYS = ("task", "metric", "mode", "objectives", "asha", "search", "scheduler", "cv", "fixed", "params", "enqueue")
 #: metric → the only sensible mode (also the default mode)
 #: the metrics a sweep can rank by (train_loss says nothing about generalisation)
 METRIC_MODES = {k: v for k, v in ALL_METRIC_MODES.items() if k.startswith("val_")}
@@ -85,7 +87,7 @@ class _Parser:
             self.fail(("cv",), f"the number of cross-validation folds: an integer >= 2, got {cv!r}")
         self._check_values(task, max_epochs, fixed, params)
         self._check_conditions(fixed, params)
-        return SearchSpace(
+        space = SearchSpace(
             path=path,
             task=task,
             metric=metric,
@@ -102,6 +104,11 @@ class _Parser:
             cv=cv,
             objectives=objectives,
         )
+        if data.get("enqueue") is None:
+            return space
+        # checked like ``tune --enqueue``'s file, against the finished space (its conditions
+        # and the preset's values for what a config leaves out)
+        return dataclasses.replace(space, enqueue=points_of(data["enqueue"], space, self.loc, ("enqueue",)))
 
     def _strategy(self, key: str, spec: Any) -> tuple[str | None, dict[str, Any]]:
         """``search: NAME`` or ``search: {name: NAME, OPTION: VALUE, ...}`` (same for scheduler)."""

@@ -1,7 +1,8 @@
-"""``tune --enqueue CONFIGS.yaml``: configs a user wants evaluated first (a Kaggle notebook's
-recipe, last week's best), as points of the space in Optuna's terms.
+"""``tune --enqueue CONFIGS.yaml`` and a space's own ``enqueue:`` list: configs evaluated first
+(a Kaggle notebook's recipe, last week's best, a space's known-good point), as points of the
+space in Optuna's terms.
 
-The file is one mapping or a list of mappings of searched parameters (dotted keys, or nested
+The file (or the space's ``enqueue:`` key) is one mapping or a list of mappings of searched parameters (dotted keys, or nested
 mappings that flatten to them) to values. A parameter a config leaves out takes the task
 preset's value (as in :meth:`SearchSpace.preset_point`); a key the space does not search, an
 inactive conditional, or a value the parameter cannot take is an error naming the file, line
@@ -18,7 +19,7 @@ from tuning.space._param import choice_label
 from tuning.space._search_space import SearchSpace
 from tuning.space._yaml import read_yaml
 
-__all__ = ["load_points"]
+__all__ = ["load_points", "points_of"]
 
 
 def _flatten(doc: dict[str, Any], prefix: KeyPath = ()) -> dict[KeyPath, Any]:
@@ -35,12 +36,17 @@ def _flatten(doc: dict[str, Any], prefix: KeyPath = ()) -> dict[KeyPath, Any]:
 def load_points(path: str | Path, space: SearchSpace) -> list[dict[str, Any]]:
     """The configs in ``path`` as points of ``space`` (``OptunaSearch(points_to_evaluate=…)``)."""
     data, loc = read_yaml(Path(path))
+    return points_of(data, space, loc)
+
+
+def points_of(data: Any, space: SearchSpace, loc: Locator, at: KeyPath = ()) -> list[dict[str, Any]]:
+    """``data`` (one mapping or a list of them, found at ``at`` in ``loc``'s file) as points."""
     docs = data if isinstance(data, list) else [data]
     if not docs:
-        raise loc.error((), "a config to enqueue is a mapping of searched parameters to values (the list is empty)")
+        raise loc.error(at, "a config to enqueue is a mapping of searched parameters to values (the list is empty)")
     points = []
     for i, doc in enumerate(docs):
-        base: KeyPath = (i,) if isinstance(data, list) else ()
+        base: KeyPath = (*at, i) if isinstance(data, list) else at
         if not isinstance(doc, dict) or not doc:
             raise loc.error(base, "a config to enqueue is a mapping of searched parameters to values")
         points.append(_point(space, {(*base, *k): v for k, v in _flatten(doc).items()}, len(base), loc))

@@ -46,6 +46,9 @@ class SearchSpace:
     cv: int | None = None
     #: ``objectives:`` (metric, mode) pairs, the first being ``metric``/``mode``; empty: one
     objectives: list[tuple[str, str]] = field(default_factory=list)
+    #: ``enqueue:`` the space's known-good configs as points in Optuna's terms (each searched
+    #: key, the preset's value where the config left it out), evaluated after the preset trial
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def cost_objectives(self) -> list[str]:
@@ -184,6 +187,8 @@ class SearchSpace:
             doc["cv"] = self.cv
         doc["fixed"] = copy.deepcopy(self.fixed)
         doc["params"] = {name: p.to_dict() for name, p in self.params.items()}
+        if self.enqueue:
+            doc["enqueue"] = [self.decode(point) for point in self.enqueue]
         return doc
 
     def to_yaml(self) -> str:
