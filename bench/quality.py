@@ -110,6 +110,9 @@ QUALITY_TASKS: dict[str, QualityTask] = {
                          ">= 0.05", 60, 64, refit=True, tune_share=0.55, rank_size=96),
 }  # fmt: skip
 
+#: seconds the flow keeps for submit and score after a refit (task3: ~10 s each, imports included)
+SUBMIT_RESERVE_S = 40.0
+
 _QUICK = {"pokemon": 40, "variants": 2, "budget_s": 40.0, "samples": 2}
 _FULL = {"budget_s": 1200.0, "seeds": 3}
 
@@ -269,6 +272,7 @@ def _flow(
     samples: int,
 ) -> None:
     seed = arm.seed
+    started = time.monotonic()
     storage = work / "sweeps"
     name = f"quality-{task.kind}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     tune_s = task.tune_share * budget_s
@@ -291,6 +295,10 @@ def _flow(
         final = ["retrain", name, "--storage", str(storage)]
         if ranked_small:
             final += ["--set", f"data.image_size={size}"]
+        # the arm's budget binds the refit too: what the sweep left, less submit and score
+        left = budget_s - (time.monotonic() - started) - SUBMIT_RESERVE_S
+        final += ["--time-budget", f"{max(left, 1.0):.0f}s"]
+        arm.detail["refit_budget_s"] = round(max(left, 1.0))
     else:
         top = min(FLOW_TOP, _usable_count(name, storage) or 1)
         final = ["retrain", name, "--storage", str(storage), "--top", str(top), "--within", f"{FLOW_WITHIN:g}",

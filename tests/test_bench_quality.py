@@ -291,6 +291,12 @@ def test_the_flow_recipe_is_the_tasks_own_and_arms_can_be_chosen(monkeypatch: py
         assert [r["arm"] for r in report.tables["per seed and arm"]] == ["flow"]  # the other arms left out
         tune, retrain = commands
         assert tune[tune.index("--time-budget-s") + 1] == f"{budget_share * 100:g}"
+        if task == "task3":  # the refit gets what is left of the arm's budget, less submit's share
+            refit_s = float(retrain.pop(retrain.index("--time-budget") + 1).rstrip("s"))
+            assert 0 < refit_s <= 100 - quality.SUBMIT_RESERVE_S
+            retrain.remove("--time-budget")
+        else:
+            assert "--time-budget" not in retrain
         assert retrain[retrain.index("retrain") + 4:] == final  # task3 refits the best trial
     # task3 on its full-size set: the sweep ranks at 96 px, the refit trains at the set's 160
     monkeypatch.setattr(quality, "build_info", lambda d: {"params": {"size": 160}, "counts": {"train": {"images": 1}, "test": {"images": 1}}, "build_s": 0.0})
@@ -298,7 +304,7 @@ def test_the_flow_recipe_is_the_tasks_own_and_arms_can_be_chosen(monkeypatch: py
     quality.run(out=tmp_path, task="task3", seeds=1, budget="100s", arms="flow")
     tune, retrain = commands
     assert tune[tune.index("--set") + 1] == "data.image_size=96"
-    assert retrain[retrain.index("retrain") + 4:] == ["--set", "data.image_size=160"]
+    assert retrain[retrain.index("retrain") + 4:][:2] == ["--set", "data.image_size=160"]
     with pytest.raises(ValueError, match="unknown arm 'flo'"):
         quality.run(out=tmp_path, task="task2", arms="flo")
 

@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from training.data import normalize_batch
 from training.data.check import check_before_training
 from training.engine import PreparedData, prepare_data
 from training.ray_session import cpus_per_worker, node_cpus, torch_threads
+from tuning.budget import BudgetError
 from tuning.results import Sweep
 from tuning.storage import is_remote, sweep_uri
 from tuning.validation import checkpoint_dir
@@ -115,6 +117,9 @@ class RetrainResult:
     members: list[Member] = field(default_factory=list)
     preset: PresetComparison | None = None  # --vs-preset
     refit: bool = True  # False: the members are the trials' own best weights (--no-refit)
+    time_budget_s: float | None = None  # --time-budget: the refit's training, all members
+    #: --time-budget: per member, what one epoch was timed at and the epochs that fit
+    budget_lines: list[str] = field(default_factory=list)
 
     @property
     def model_uri(self) -> str | None:
@@ -273,6 +278,19 @@ def _epochs(source: SourceTrial, epochs: Epochs, train_share: float = 1.0) -> in
     return epochs
 
 
+#: seconds a member costs outside its epochs: a TorchTrainer run's start-up and final
+#: checkpoint (8.7 s per run measured for task2, docs/benchmarks.md "Trial overhead"; a
+#: Lite backbone's checkpoint is larger)
+MEMBER_RESERVE_S = 15.0
+
+
+def epochs_within(asked: int, epoch_s: float, left_s: float, members_left: int) -> int:
+    """The epochs (at most ``asked``) a member can train when ``left_s`` seconds remain for
+    ``members_left`` members including it, one epoch taking ``epoch_s``; 0: not one fits."""
+    share = left_s / members_left - MEMBER_RESERVE_S
+    return max(0, min(asked, int(share // epoch_s)))
+
+
 # ---------------------------------------------------------------------------------- training
 def _train_seed(
     cfg: TrainConfig,
@@ -376,6 +394,8 @@ def _log_and_register(
         tags["overrides"] = json.dumps(result.overrides, default=str)
     if result.left_out:  # --within: which of the top K were not averaged, and why
         tags["left_out"] = json.dumps({s.trial_id: s.best_value for s in result.left_out})
+    if result.time_budget_s is not None:  # --time-budget: why the epochs are what they are
+        tags["time_budget_s"] = f"{result.time_budget_s:g}"
     with tracking(uri) as client:
         exp_id = get_or_create_experiment(client, experiment, uri)
         with mlflow.start_run(
@@ -450,6 +470,27 @@ def _train_preset(sweep: Sweep, source: SourceTrial, data_root: str, cache_dir: 
 
 
 # ---------------------------------------------------------------------------------- retrain
+def _fit_the_budget(
+    cfg: TrainConfig, data: PreparedData, budget_s: float, started: float, members_left: int, workers: int
+) -> tuple[int, str]:
+    """How many epochs of ``cfg`` fit what is left of ``budget_s``, and the line that says why."""
+    from training.epoch_time import time_an_epoch
+
+    timed = time_an_epoch(cfg, data)
+    # data-parallel workers split each epoch's images (no slower than one worker, roughly)
+    epoch_s = timed.seconds / workers
+    left = budget_s - (time.monotonic() - started)
+    n = epochs_within(cfg.optim.epochs, epoch_s, left, members_left)
+    share = left / members_left
+    if n == 0:
+        return 0, (
+            f"{timed.describe()}; {share:.0f} s is this member's share of the {left:.0f} s left, "
+            f"less {MEMBER_RESERVE_S:g} s for its start-up: not one epoch fits"
+        )
+    cut = f"{n} of the {cfg.optim.epochs} epochs asked fit" if n < cfg.optim.epochs else f"all {n} epochs asked fit"
+    return n, f"{timed.describe()}; {cut} in {share:.0f} s"
+
+
 def retrain(
     name: str,
     storage: str,
@@ -470,6 +511,7 @@ def retrain(
     verbose: bool = False,
     vs_preset: bool = False,
     refit: bool = True,
+    time_budget_s: float | None = None,
 ) -> RetrainResult:
     """Retrain sweep ``name``'s best trial (or ``trial``, or its ``top`` best distinct
     configs) on train+val, ``seeds`` times each. ``within`` leaves out of the ``top`` those
@@ -488,11 +530,20 @@ def retrain(
     An ensemble of the top trials that way costs no training time, so a budget can go to the
     sweep; on the task2 quality set it scored above the refitted best trial
     (``docs/benchmarks.md``).
+
+    ``time_budget_s`` (``--time-budget``) bounds the refit's training, every member together,
+    counted from the start of the call: before each member trains, one epoch of its config
+    is timed on a few batches of the real data (:func:`training.epoch_time.time_an_epoch`)
+    and its epochs are cut to what fits in its share of the time left, so its schedule
+    (cosine, one-cycle) is sized to the epochs it really runs. If not one epoch of the first
+    member fits it is an error before anything trains; a later member that does not fit is
+    left out with a warning, and the members already trained are kept.
     """
     from training.ray_session import init_ray
     from tuning._mlflow import ensure_reachable, experiment_name, registered_model_name
 
     t0 = _dt.datetime.now()
+    started = time.monotonic()
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if workers < 1:
@@ -501,8 +552,11 @@ def retrain(
         # before any training: finding out after half an hour of GPU time is too late
         mlflow_uri = ensure_reachable(mlflow_uri, hint="retrain without --mlflow-uri to skip MLflow")
 
-    if not refit and (seeds != 1 or epochs != "best" or workers != 1 or use_gpu or overrides):
-        raise ConfigError("--no-refit keeps the trials' own weights: --seeds, --epochs, --workers, --gpu and --set do not apply")
+    if not refit and (seeds != 1 or epochs != "best" or workers != 1 or use_gpu or overrides or time_budget_s):
+        raise ConfigError(
+            "--no-refit keeps the trials' own weights: --seeds, --epochs, --workers, --gpu, --set and "
+            "--time-budget do not apply"
+        )
     overrides = dict(overrides or {})
     check_overrides(overrides)
     sweep = Sweep.open(name, storage)
@@ -544,6 +598,7 @@ def retrain(
     histories: list[list[dict[str, Any]]] = []
     run_dirs: list[str] = []
     members: list[Member] = []
+    budget_lines: list[str] = []
     if not refit:  # the trials' own best weights: nothing to train, no Ray
         for src in sources:
             kept = _kept_weights(src, local_root / f"{stamp}-{src.trial_id}-norefit")
@@ -560,9 +615,20 @@ def retrain(
         cpus = _cpus_per_worker(workers)
         # every data.* key is shared by a sweep's trials (the loader refuses searching them),
         # so one decoded set serves every member
-        for src, seed in ((src, seed) for src in sources for seed in seed_list):
+        planned = [(src, seed) for src in sources for seed in seed_list]
+        for i, (src, seed) in enumerate(planned):
             src_epochs = _epochs(src, epochs, train_share)
             cfg = retrain_config(src, epochs=src_epochs, seed=seed, num_threads=torch_threads(cpus), overrides=overrides)
+            if time_budget_s is not None:
+                fitted, why = _fit_the_budget(cfg, prepared, time_budget_s, started, len(planned) - i, workers)
+                budget_lines.append(f"trial {src.trial_id} seed {seed}: {why}")
+                if fitted == 0:
+                    if not members:
+                        raise BudgetError(f"--time-budget {time_budget_s:g}s: {why}; give more time or fewer members")
+                    warnings.append(f"trial {src.trial_id} seed {seed} left out by --time-budget: {why}")
+                    continue
+                src_epochs = fitted
+                cfg = cfg.replace(**{"optim.epochs": src_epochs})
             run_name = f"{stamp}-seed{seed}" if len(sources) == 1 else f"{stamp}-{src.trial_id}-seed{seed}"
             members.append(Member(src.trial_id, seed, src_epochs))
             path, history, run_dir = _train_seed(
@@ -580,8 +646,8 @@ def retrain(
             run_dirs.append(run_dir)
     out = RetrainResult(
         source=source,
-        epochs=n_epochs,
-        seeds=seed_list if refit else sorted({m.seed for m in members}),
+        epochs=members[0].epochs if refit and members else n_epochs,  # after --time-budget's cut
+        seeds=sorted({m.seed for m in members}),  # --time-budget may have left some out
         checkpoints=checkpoints,
         run_dirs=run_dirs,
         histories=histories,
@@ -592,6 +658,8 @@ def retrain(
         overrides=overrides,
         members=members,
         refit=refit,
+        time_budget_s=time_budget_s,
+        budget_lines=budget_lines,
     )
     if vs_preset:
         out.preset = _train_preset(sweep, source, data_root, cache_dir, local_root / f"{stamp}-preset")

@@ -24,6 +24,8 @@ Schedulers (``epoch`` is their clock: fit's own count):
 * ``asha`` (default): asynchronous successive halving with the space's ``asha:`` block.
   ``prune_on: best`` compares trials at a rung by their best epoch so far instead of the
   epoch that reached it (:mod:`tuning._tune_asha`): for curves that jump between epochs.
+  ``spare: enqueued`` never stops the space's own ``enqueue:`` configs at a rung (the budget
+  still does): known-good configs that start slowly.
 * (no ``hyperband``: Ray's synchronous ``HyperBandScheduler`` pauses trials until their
   bracket fills; with a searcher proposing one trial at a time, a sample count below the
   bracket size or a time budget, a tiny sweep here ended with two of four trials still paused
@@ -159,18 +161,24 @@ SCHEDULERS: Registry[Strategy] = Registry("scheduler")
 PRUNE_ON = ("last", "best")
 
 
+#: which trials ASHA never stops at a rung: none, or the space's own ``enqueue:`` configs
+SPARE = ("none", "enqueued")
+
+
 def _asha(space: SearchSpace, **options: Any) -> TrialScheduler:
     from ray.tune.schedulers import ASHAScheduler
 
-    from tuning._tune_asha import BestSoFarASHA
+    from tuning._tune_asha import PoketuneASHA
 
-    cls = BestSoFarASHA if options.pop("prune_on", "last") == "best" else ASHAScheduler
+    best_so_far = options.pop("prune_on", "last") == "best"
+    spared = [space.decode(point) for point in space.enqueue] if options.pop("spare", "none") == "enqueued" else []
     # fit's own epoch count, not Tune's: a retried TorchTrainer trial resumes its run's
     # checkpoint but restarts Tune's training_iteration at 1
-    return cls(  # type: ignore[no-any-return]
-        time_attr="epoch", max_t=space.max_epochs, grace_period=space.grace_period,
-        reduction_factor=space.reduction_factor, **options,
-    )  # fmt: skip
+    common = {"time_attr": "epoch", "max_t": space.max_epochs, "grace_period": space.grace_period,
+              "reduction_factor": space.reduction_factor, **options}  # fmt: skip
+    if best_so_far or spared:
+        return PoketuneASHA(best_so_far=best_so_far, spared=spared, **common)
+    return ASHAScheduler(**common)
 
 
 def _median(space: SearchSpace, **options: Any) -> TrialScheduler:
@@ -233,7 +241,8 @@ def _pbt(space: SearchSpace, **options: Any) -> TrialScheduler:
 
 
 SCHEDULERS.register("asha")(
-    Strategy(_asha, ("brackets", "stop_last_trials", "prune_on"), own=("prune_on",), choices={"prune_on": PRUNE_ON})
+    Strategy(_asha, ("brackets", "stop_last_trials", "prune_on", "spare"), own=("prune_on", "spare"),
+             choices={"prune_on": PRUNE_ON, "spare": SPARE})
 )
 SCHEDULERS.register("median")(Strategy(_median, ("grace_period", "min_samples_required", "min_time_slice", "hard_stop")))
 SCHEDULERS.register("fifo")(Strategy(_fifo))

@@ -277,6 +277,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     pbt = not SCHEDULERS.get(_strategy(opts.scheduler, space.scheduler, {}, "asha")[0]).searcher
     if pbt:
         _check_pbt(opts, space)
+        if space.enqueue:  # the space is shared with ASHA sweeps: say so, do not refuse
+            log.warning("%s: its enqueue: configs are not evaluated under PBT (it samples its population)", opts.space)
     if space.cost_objectives and opts.workers_per_trial > 1:
         raise ConfigError(
             f"{opts.space}: cost objectives ({', '.join(space.cost_objectives)}) are measured by "

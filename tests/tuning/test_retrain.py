@@ -29,9 +29,11 @@ from tuning._mlflow import MlflowUnreachableError, tracking
 from tuning.cli import main
 from tuning.predict import ModelURIError, load_predictor
 from tuning.retrain import (
+    MEMBER_RESERVE_S,
     RetrainResult,
     SourceTrial,
     distinct_trials,
+    epochs_within,
     near_the_best,
     retrain,
     retrain_config,
@@ -192,13 +194,73 @@ def test_retrain_set_changes_the_refit_config_and_nothing_else(
     for extra, message in [
         (["--set", "optim.epochs=3"], "--set optim.epochs: retrain sets it itself; use --epochs"),
         (["--set", "early_stop.patience=3"], "no validation split to stop on"),
-        (["--no-refit", "--set", "data.image_size=24"], "--gpu and --set do not apply"),
+        (["--no-refit", "--set", "data.image_size=24"], "--set and --time-budget do not apply"),
         (["--set", "data.imagesize=24"], "data.imagesize"),
     ]:
         assert main(["retrain", sweep[0], "--storage", sweep[1], *extra]) == 2, extra
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
     assert len(trained) == 1  # none of them trained anything
+
+
+def test_epochs_within_splits_what_is_left_among_the_members() -> None:
+    reserve = MEMBER_RESERVE_S
+    # one member, 100 s left, 5-s epochs: (100 − reserve) // 5, capped at the 10 asked
+    assert epochs_within(10, 5.0, 100.0, 1) == min(10, int((100.0 - reserve) // 5.0))
+    assert epochs_within(30, 5.0, 100.0, 1) == int((100.0 - reserve) // 5.0)
+    # two members share it: each gets half, less its own start-up
+    assert epochs_within(30, 5.0, 100.0, 2) == int((50.0 - reserve) // 5.0)
+    # not one epoch fits the share (or the time is already spent)
+    assert epochs_within(10, 40.0, 100.0, 2) == 0
+    assert epochs_within(10, 5.0, -3.0, 1) == 0
+
+
+def test_time_an_epoch_times_the_config_on_a_few_batches_and_leaves_the_process_as_it_was(
+    sweep: tuple[str, str], task2_data: Path
+) -> None:
+    from training.engine import prepare_data
+    from training.epoch_time import time_an_epoch
+
+    src = select_trial(results.Sweep.open(*sweep))
+    cfg = retrain_config(src, epochs=9, seed=0, num_threads=1)
+    data, _ = prepare_data(str(task2_data), cfg, train_on_all=True)
+    before = data.x_train.copy()
+    threads = torch.get_num_threads()
+    timed = time_an_epoch(cfg, data, batches=2)
+    assert timed.train_images == len(data.y_train)
+    assert timed.timed_images == min(len(data.y_train), 2 * cfg.optim.batch_size)
+    assert 0.0 < timed.seconds < float("inf")
+    assert torch.get_num_threads() == threads  # Fitter set 1 thread process-wide for the probe
+    assert np.array_equal(data.x_train, before)
+
+
+def test_retrain_time_budget_cuts_the_epochs_to_what_fits_before_training(
+    sweep: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An epoch is "timed" at 1000 s (the timing replaced, the training real and in process):
+    a 2515-s budget holds 2 of the 5 epochs asked plus one start-up, so the member trains 2
+    and its config (which sizes the schedule) says 2; a budget that holds none trains nothing."""
+    import training.epoch_time as et
+
+    trained = _fit_in_process(monkeypatch)
+    monkeypatch.setattr(et, "time_an_epoch", lambda cfg, data, **_: et.EpochTime(1000.0, 16, len(data.y_train)))
+    assert main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "5", "--time-budget", "2515s"]) == 0
+    out = capsys.readouterr().out
+    ((cfg, _),) = trained
+    assert cfg.optim.epochs == 2
+    ckpt = Path(next(line.split("checkpoint:")[1].strip() for line in out.splitlines() if "checkpoint:" in line))
+    state = load_checkpoint(ckpt)
+    assert state.config.optim.epochs == 2 and len(state.history) == 2
+    assert "time budget 2515 s for the refit:" in out and "2 of the 5 epochs asked fit" in out
+    assert ": 2 epochs, final train_loss" in out
+    # one epoch does not fit: one line before anything trains
+    assert main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "5", "--time-budget", "15m"]) == 2
+    err = capsys.readouterr().err
+    assert "--time-budget 900s: one epoch ≈ 1000.0 s" in err and "not one epoch fits" in err
+    assert "Traceback" not in err and len(trained) == 1
+    # and it is a refit's budget: the trials' own weights train nothing
+    assert main(["retrain", sweep[0], "--storage", sweep[1], "--no-refit", "--time-budget", "5m"]) == 2
+    assert "--time-budget do not apply" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------- registry

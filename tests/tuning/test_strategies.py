@@ -71,13 +71,14 @@ def test_names_and_options_are_checked_at_load_with_file_and_line(tmp_path: Path
 def test_asha_can_judge_a_rung_by_the_best_epoch_so_far(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from tuning._tune_asha import BestSoFarASHA
+    from tuning._tune_asha import PoketuneASHA
 
     path = _space(tmp_path, "scheduler: {name: asha, prune_on: sometimes}\n")
     with pytest.raises(SpaceError, match=r":1: scheduler.prune_on: scheduler 'asha': prune_on 'sometimes'; valid: last, best$"):
         load_space(path)
     space = load_space(_space(tmp_path, "scheduler: {name: asha, prune_on: best}\n"))
-    assert isinstance(_scheduler(SweepOptions(space="", data=""), space), BestSoFarASHA)
+    built = _scheduler(SweepOptions(space="", data=""), space)
+    assert isinstance(built, PoketuneASHA) and built.best_so_far and not built.spared
 
     def decisions(scheduler: schedulers.ASHAScheduler) -> list[str]:
         # a: 0.30 then 0.45 at the rung (epoch 2); b: 0.60 then a dip to 0.20 at the rung
@@ -93,7 +94,38 @@ def test_asha_can_judge_a_rung_by_the_best_epoch_so_far(tmp_path: Path) -> None:
     # Tune's ASHA stops b on its dip (0.20 below the rung's median); judged by its best so
     # far (0.60) b goes on
     assert decisions(schedulers.ASHAScheduler(**kw))[-1] == "STOP"
-    assert decisions(BestSoFarASHA(**kw)) == ["CONTINUE"] * 4
+    assert decisions(PoketuneASHA(best_so_far=True, **kw)) == ["CONTINUE"] * 4
+
+
+def test_asha_can_spare_the_spaces_enqueued_configs_at_its_rungs(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tuning._tune_asha import PoketuneASHA
+
+    path = _space(tmp_path, "scheduler: {name: asha, spare: all}\n")
+    with pytest.raises(SpaceError, match=r":1: scheduler.spare: scheduler 'asha': spare 'all'; valid: none, enqueued$"):
+        load_space(path)
+    space = load_space(_space(tmp_path, "scheduler: {name: asha, spare: enqueued}\nenqueue: {optim.lr: 2.0e-3, model.dropout: 0.1}\n"))
+    built = _scheduler(SweepOptions(space="", data=""), space)
+    assert isinstance(built, PoketuneASHA) and not built.best_so_far
+    assert built.spared == [space.decode(space.enqueue[0])]
+
+    # the preset trial leads at the rung (epoch 2); a stranger and the enqueued config come in
+    # below it with the same score: the stranger stops, the enqueued config goes on to the
+    # top rung (epoch 4) and ends there like any trial
+    base = space.base_config()
+    leader = SimpleNamespace(trial_id="p", config={**base, "optim.lr": 1.0e-3, "model.dropout": 0.3})
+    stranger = SimpleNamespace(trial_id="s", config={**base, "optim.lr": 2.0e-3, "model.dropout": 0.2})
+    known = SimpleNamespace(trial_id="k", config={**base, "optim.lr": 2.0e-3 * (1 + 1e-12), "model.dropout": 0.1})
+    kw = {"time_attr": "epoch", "metric": "val_f1", "mode": "max", "max_t": 4, "grace_period": 2, "reduction_factor": 2}
+    for spared, known_at_the_rung in (([], "STOP"), (built.spared, "CONTINUE")):
+        scheduler = PoketuneASHA(spared=spared, **kw)
+        for t in (leader, stranger, known):
+            scheduler.on_trial_add(None, t)
+        assert scheduler.on_trial_result(None, leader, {"epoch": 2, "val_f1": 0.6}) == "CONTINUE"
+        assert scheduler.on_trial_result(None, stranger, {"epoch": 2, "val_f1": 0.2}) == "STOP"
+        assert scheduler.on_trial_result(None, known, {"epoch": 2, "val_f1": 0.2}) == known_at_the_rung
+    assert scheduler.on_trial_result(None, known, {"epoch": 4, "val_f1": 0.7}) == "STOP"  # max_t
 
 
 def test_an_unknown_name_on_the_command_line_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

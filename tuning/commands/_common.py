@@ -14,7 +14,7 @@ from training.config import parse_override
 from training.errors import PoketuneError
 from training.ray_session import default_storage
 
-__all__ = ["UsageError", "add_storage", "gpu_amount", "int_at_least", "overrides", "positive_float", "storage_uri"]
+__all__ = ["UsageError", "add_storage", "duration", "gpu_amount", "int_at_least", "overrides", "positive_float", "storage_uri"]
 
 #: storage URI schemes pyarrow's filesystems (and so Ray Tune) understand
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -22,6 +22,16 @@ STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 class UsageError(PoketuneError):
     """Arguments that parse but do not go together (``--format parquet`` without ``--out``)."""
+
+
+def duration(text: str) -> float:
+    """An argparse ``type``: ``90s``, ``20m``, ``1.5h`` or a bare number of seconds."""
+    from tuning.budget import BudgetError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except BudgetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def storage_uri(text: str) -> str:

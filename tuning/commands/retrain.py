@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuning.commands._common import add_storage, int_at_least, overrides, positive_float
+from tuning.commands._common import add_storage, duration, int_at_least, overrides, positive_float
 
 
 def _epochs(text: str) -> str | int:
@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset folder (default: the one the sweep used)")
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
     p.add_argument("--no-refit", action="store_true", help="train nothing: register the trials' own best weights (trained on the train split) as the model; with --top K an ensemble that costs no training time")
+    p.add_argument("--time-budget", type=duration, metavar="DURATION", help="bound the refit's training (all members) to e.g. 10m: before each member trains, one epoch is timed on a few batches and its epochs (and schedule) are cut to what fits")
     p.add_argument("--vs-preset", action="store_true", help="also train the task's preset once (poketune train, its own epochs) on the sweep's split and print both scores: what tuning bought")
 
 
@@ -53,16 +54,23 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         vs_preset=args.vs_preset,
         refit=not args.no_refit,
+        time_budget_s=args.time_budget,
     )
     for src in res.sources or [res.source]:
+        trained = [m for m in res.members if m.trial_id == src.trial_id]
         what = (
-            f"for {next(m.epochs for m in res.members if m.trial_id == src.trial_id)} epochs, seeds {res.seeds}"
-            if res.refit else "kept as trained (its best weights, train split only: --no-refit)"
+            f"for {trained[0].epochs} epochs, seeds {[m.seed for m in trained]}" if res.refit and trained
+            else "not trained: left out by --time-budget" if res.refit
+            else "kept as trained (its best weights, train split only: --no-refit)"
         )
         print(
             f"{'retrained' if res.refit else 'registered'} trial {src.trial_id} of sweep {src.sweep!r} "
             f"(best_{src.metric} {src.best_value:.4f} at epoch {src.best_epoch}) {what}"
         )
+    if res.time_budget_s is not None:
+        print(f"time budget {res.time_budget_s:g} s for the refit:")
+        for line in res.budget_lines:
+            print(f"  {line}")
     if res.overrides:
         print("with " + " ".join(f"--set {k}={v}" for k, v in res.overrides.items()) + " on the trials' configs")
     for src in res.left_out:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from tuning.commands._common import add_storage, gpu_amount, int_at_least, overrides, positive_float
+from tuning.commands._common import (
+    add_storage,
+    duration,
+    gpu_amount,
+    int_at_least,
+    overrides,
+    positive_float,
+)
 from tuning.strategies import SAMPLERS, SCHEDULERS  # names only: no Ray, no Optuna
 
 if TYPE_CHECKING:
@@ -25,11 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers-per-trial", type=int_at_least(1), default=1, help=">1: data-parallel TorchTrainer per trial")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument(
-        "--time-budget", type=_duration, metavar="DURATION",
+        "--time-budget", type=duration, metavar="DURATION",
         help="wall-clock budget, e.g. 90s, 20m, 1.5h: trials keep coming until it is spent, then "
         "running trials stop at their next epoch (with --resume: the time for this run)",
     )
-    budget.add_argument("--time-budget-s", type=_duration, metavar="SECONDS", help="the budget in seconds")
+    budget.add_argument("--time-budget-s", type=duration, metavar="SECONDS", help="the budget in seconds")
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's TPE sampler and the trials")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this --name")
     p.add_argument("--max-failures", type=int_at_least(-1), default=2, help="retries per trial after a worker/node dies (-1: no limit)")
@@ -53,13 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _duration(text: str) -> float:
-    from tuning.budget import BudgetError, parse_duration
-
-    try:
-        return parse_duration(text)
-    except BudgetError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def summary_lines(result: SweepResult) -> list[str]:
