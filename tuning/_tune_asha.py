@@ -18,18 +18,20 @@ in the sweeps that found it) was at 0.195 at its 5-epoch rung in the seed-6 swee
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from tuning.space import evaluates
 
 __all__ = ["PoketuneASHA"]
 
 
 class PoketuneASHA(ASHAScheduler):  # type: ignore[misc]
     """``ASHAScheduler`` that may judge by the best metric so far (``best_so_far``) and never
-    stops a trial whose config matches one of ``spared`` (dicts of config keys → values)."""
+    stops a trial whose config is one of ``spared`` (points in Optuna's terms, as
+    :attr:`SearchSpace.enqueue`; compared by :func:`tuning.space.evaluates`)."""
 
     def __init__(self, *, best_so_far: bool = False, spared: Sequence[dict[str, Any]] = (), **options: Any) -> None:
         super().__init__(**options)
@@ -41,9 +43,7 @@ class PoketuneASHA(ASHAScheduler):  # type: ignore[misc]
     def _spares(self, trial: Any) -> bool:
         if trial.trial_id not in self._is_spared:
             config = getattr(trial, "config", None) or {}
-            self._is_spared[trial.trial_id] = any(
-                all(_same(config.get(key, _ABSENT), value) for key, value in point.items()) for point in self.spared
-            )
+            self._is_spared[trial.trial_id] = any(evaluates(config, point) for point in self.spared)
         return self._is_spared[trial.trial_id]
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
@@ -59,15 +59,3 @@ class PoketuneASHA(ASHAScheduler):  # type: ignore[misc]
             return str(TrialScheduler.CONTINUE)
         return decision
 
-
-class _Absent:
-    pass
-
-
-_ABSENT = _Absent()
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, int | float) or not isinstance(b, int | float):
-        return bool(a == b)
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)

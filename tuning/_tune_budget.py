@@ -5,7 +5,6 @@ the preset's trial."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from tuning.budget import ledger_of, past_deadline
+from tuning.space import evaluates
 
 __all__ = ["BudgetStopper", "DeadlineOptunaSearch", "LedgerCallback"]
 
@@ -107,18 +107,7 @@ class LedgerCallback(tune.Callback):  # type: ignore[misc]
         if ledger.preset_trial is not None or not ledger.preset_point:
             return
         config = trial.config or {}
-        if all(_same(config.get(k), v) for k, v in ledger.preset_point.items()):
+        if evaluates(config, ledger.preset_point):
             ledger.preset_trial = str(trial.trial_id)
             ledger.write(self.sweep_uri)
 
-
-def _same(a: Any, b: Any) -> bool:
-    """Config values compared as Optuna stored them (lists as their JSON labels)."""
-    if isinstance(a, list):
-        a = json.dumps(a, separators=(",", ":"))
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
-        except (TypeError, ValueError):
-            return False
-    return bool(a == b)

@@ -171,7 +171,7 @@ def _asha(space: SearchSpace, **options: Any) -> TrialScheduler:
     from tuning._tune_asha import PoketuneASHA
 
     best_so_far = options.pop("prune_on", "last") == "best"
-    spared = [space.decode(point) for point in space.enqueue] if options.pop("spare", "none") == "enqueued" else []
+    spared = space.enqueue if options.pop("spare", "none") == "enqueued" else []
     # fit's own epoch count, not Tune's: a retried TorchTrainer trial resumes its run's
     # checkpoint but restarts Tune's training_iteration at 1
     common = {"time_attr": "epoch", "max_t": space.max_epochs, "grace_period": space.grace_period,

@@ -108,7 +108,7 @@ def test_asha_can_spare_the_spaces_enqueued_configs_at_its_rungs(tmp_path: Path)
     space = load_space(_space(tmp_path, "scheduler: {name: asha, spare: enqueued}\nenqueue: {optim.lr: 2.0e-3, model.dropout: 0.1}\n"))
     built = _scheduler(SweepOptions(space="", data=""), space)
     assert isinstance(built, PoketuneASHA) and not built.best_so_far
-    assert built.spared == [space.decode(space.enqueue[0])]
+    assert built.spared == space.enqueue  # Optuna's terms, like the preset point the ledger finds
 
     # the preset trial leads at the rung (epoch 2); a stranger and the enqueued config come in
     # below it with the same score: the stranger stops, the enqueued config goes on to the
@@ -126,6 +126,20 @@ def test_asha_can_spare_the_spaces_enqueued_configs_at_its_rungs(tmp_path: Path)
         assert scheduler.on_trial_result(None, stranger, {"epoch": 2, "val_f1": 0.2}) == "STOP"
         assert scheduler.on_trial_result(None, known, {"epoch": 2, "val_f1": 0.2}) == known_at_the_rung
     assert scheduler.on_trial_result(None, known, {"epoch": 4, "val_f1": 0.7}) == "STOP"  # max_t
+
+
+def test_a_trial_evaluates_a_point_by_label_and_to_rounding() -> None:
+    from tuning.space import evaluates
+
+    # the point holds Optuna's labels; Tune's trial config may hold the decoded choice
+    point = {"model.hidden": "[256,128]", "optim.lr": 2.0e-3, "loss.imbalance": "focal"}
+    config = {"model.hidden": [256, 128], "optim.lr": 2.0e-3 * (1 + 1e-12), "loss.imbalance": "focal", "seed": 0}
+    assert evaluates(config, point)
+    assert evaluates({**config, "model.hidden": "[256,128]"}, point)
+    assert not evaluates({**config, "model.hidden": [256]}, point)
+    assert not evaluates({**config, "optim.lr": 2.1e-3}, point)
+    assert not evaluates({**config, "loss.imbalance": "none"}, point)
+    assert not evaluates({k: v for k, v in config.items() if k != "optim.lr"}, point)
 
 
 def test_an_unknown_name_on_the_command_line_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,8 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-
-
 def summary_lines(result: SweepResult) -> list[str]:
     """What the sweep used, and what tuning bought over the preset on the same split."""
     used = f"{result.wall_time_s:.0f}s"

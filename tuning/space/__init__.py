@@ -7,7 +7,7 @@ from tuning.space._distributions import DISTRIBUTIONS, Distribution
 from tuning.space._errors import SpaceError
 from tuning.space._load import METRIC_MODES, load_space, parse_space
 from tuning.space._param import Param, choice_label
-from tuning.space._points import load_points
+from tuning.space._points import evaluates, load_points
 from tuning.space._search_space import SearchSpace
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "SearchSpace",
     "SpaceError",
     "choice_label",
+    "evaluates",
     "load_points",
     "load_space",
     "parse_space",

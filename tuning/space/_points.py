@@ -19,7 +19,7 @@ from tuning.space._param import choice_label
 from tuning.space._search_space import SearchSpace
 from tuning.space._yaml import read_yaml
 
-__all__ = ["load_points", "points_of"]
+__all__ = ["evaluates", "load_points", "points_of"]
 
 
 def _flatten(doc: dict[str, Any], prefix: KeyPath = ()) -> dict[KeyPath, Any]:
@@ -31,6 +31,30 @@ def _flatten(doc: dict[str, Any], prefix: KeyPath = ()) -> dict[KeyPath, Any]:
         else:
             out[path] = value
     return out
+
+
+def evaluates(config: dict[str, Any], point: dict[str, Any]) -> bool:
+    """Whether a trial's ``config`` is ``point`` (Optuna's terms): every key of the point has
+    its value in the config, choices compared by label and floats to rounding.
+
+    Tune's trial config may hold a choice decoded (``[256, 128]``) or as Optuna's label
+    (``"[256,128]"``), and a float that went through the journal may differ in its last bits.
+    """
+    for key, value in point.items():
+        if key not in config:
+            return False
+        have = choice_label(config[key])
+        if isinstance(have, float) or isinstance(value, float):
+            if isinstance(have, bool) or isinstance(value, bool):
+                return False
+            try:
+                if abs(float(have) - float(value)) > 1e-9 * max(1.0, abs(float(value))):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        elif have != value:
+            return False
+    return True
 
 
 def load_points(path: str | Path, space: SearchSpace) -> list[dict[str, Any]]:
