@@ -301,8 +301,9 @@ def _flow(
         arm.detail["refit_budget_s"] = round(max(left, 1.0))
     else:
         top = min(FLOW_TOP, _usable_count(name, storage) or 1)
-        final = ["retrain", name, "--storage", str(storage), "--top", str(top), "--within", f"{FLOW_WITHIN:g}",
-                 "--no-refit"]
+        # retrain refuses --within without a choice among the top K
+        within = ["--within", f"{FLOW_WITHIN:g}"] if top > 1 else []
+        final = ["retrain", name, "--storage", str(storage), "--top", str(top), *within, "--no-refit"]
     arm.detail["recipe"] = " ".join(final[:1] + final[4:]) or "retrain"
     out = _run(arm, "retrain", _cli(*final), work, timeout_s=budget_s * 2 + 300)
     checkpoints = _retrain_checkpoints(out, storage / name / "retrain", since)

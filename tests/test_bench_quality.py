@@ -298,6 +298,12 @@ def test_the_flow_recipe_is_the_tasks_own_and_arms_can_be_chosen(monkeypatch: py
         else:
             assert "--time-budget" not in retrain
         assert retrain[retrain.index("retrain") + 4:] == final  # task3 refits the best trial
+    # one usable trial: --top 1 alone (retrain refuses --within with nothing to choose among)
+    monkeypatch.setattr(quality, "_usable_count", lambda name, storage: 1)
+    commands.clear()
+    quality.run(out=tmp_path, task="task1", seeds=1, budget="100s", arms="flow")
+    assert commands[1][commands[1].index("retrain") + 4:] == ["--top", "1", "--no-refit"]
+    monkeypatch.setattr(quality, "_usable_count", lambda name, storage: 3)
     # task3 on its full-size set: the sweep ranks at 96 px, the refit trains at the set's 160
     monkeypatch.setattr(quality, "build_info", lambda d: {"params": {"size": 160}, "counts": {"train": {"images": 1}, "test": {"images": 1}}, "build_s": 0.0})
     commands.clear()

@@ -53,6 +53,7 @@ __all__ = [
     "SweepNotFoundError",
     "SweepStateError",
     "filter_frame",
+    "is_missing",
     "optuna_storage",
     "param_importance",
     "state_saved_at",
@@ -127,6 +128,15 @@ class SweepMeta:
 #: what a ``--cv`` trial reports besides the means: ``val_f1_std``, ``val_f1_fold0`` …, and
 #: ``val_f1_oof`` (one macro-F1 over the pooled out-of-fold predictions)
 _CV_COLUMN = re.compile(r"^(train|val)_\w+?_(std|fold\d+|oof)$")
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a cell of :meth:`Sweep.trials` holds no value (None, NaN, NA). A list-valued
+    parameter (``model.hidden_sizes``) is a value: ``pd.isna`` on it is an array."""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def state_saved_at(sweep_uri: str) -> float:

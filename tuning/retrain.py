@@ -30,7 +30,7 @@ from training.data.check import check_before_training
 from training.engine import PreparedData, prepare_data
 from training.ray_session import cpus_per_worker, node_cpus, torch_threads
 from tuning.budget import BudgetError
-from tuning.results import Sweep
+from tuning.results import Sweep, is_missing
 from tuning.storage import is_remote, sweep_uri
 from tuning.validation import checkpoint_dir
 
@@ -188,7 +188,7 @@ def distinct_trials(sweep: Sweep, limit: int | None = None) -> list[pd.Series]:
     seen: set[str] = set()
     picked: list[pd.Series] = []
     for _, row in usable.iterrows():
-        key = json.dumps({p: row[p] for p in params if not pd.isna(row[p])}, sort_keys=True, default=str)
+        key = json.dumps({p: row[p] for p in params if not is_missing(row[p])}, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
             picked.append(row)

@@ -481,6 +481,25 @@ def _src(trial_id: str, value: float) -> SourceTrial:
     return SourceTrial("s", trial_id, "val_f1", value, 3, TrainConfig())
 
 
+def test_distinct_trials_of_a_space_with_a_list_valued_choice() -> None:
+    from types import SimpleNamespace
+
+    from tuning.space import parse_space
+
+    # task1's space searches model.hidden_sizes, whose cells are lists: `retrain --top 3` on
+    # the task1 sweep of `bench quality` (2026-12-03) failed on them ("truth value of an array")
+    space = parse_space({"task": "task1", "asha": {"max_epochs": 3}, "params": {
+        "model.hidden_sizes": {"choice": [[128], [256, 128]]}, "optim.lr": {"loguniform": [1.0e-4, 1.0e-2]}}})
+    frame = pd.DataFrame({
+        "trial_id": ["a", "b", "c", "d"], "status": ["completed"] * 4, "best_val_f1": [0.9, 0.8, 0.7, 0.6],
+        "best_epoch": [3, 3, 2, 3], "model.hidden_sizes": [[256, 128], [256, 128], [128], [128]],
+        "optim.lr": [1e-3, 1e-3, 1e-3, 2e-3],
+    })
+    sweep = SimpleNamespace(space=space, trials=lambda: frame)
+    # b repeats a's config and counts once, at a's better score; c and d differ in one value
+    assert [str(r["trial_id"]) for r in distinct_trials(sweep, 3)] == ["a", "c", "d"]  # type: ignore[arg-type]
+
+
 def test_near_the_best_keeps_the_members_within_the_margin_in_either_direction() -> None:
     ranked = [_src("a", 0.70), _src("b", 0.65), _src("c", 0.60), _src("d", 0.31)]
     kept, left = near_the_best(ranked, 0.1, "max")

@@ -257,7 +257,7 @@ def _log_trial(
 ) -> str:
     tid = str(row["trial_id"])
     config = sweep.trial_config(tid).to_flat()
-    searched = [k for k in sweep.space.params if k in row and not _missing(row[k])]
+    searched = [k for k in sweep.space.params if k in row and not results.is_missing(row[k])]
     # the full flat config; the searched values are in it under the same dotted keys
     params = {**config, **{k: row[k] for k in searched}}
     tags = {
@@ -270,9 +270,9 @@ def _log_trial(
         Tags.DATA_HASH: sweep.meta.data_hash,
         Tags.SEARCHED: ",".join(searched),
     }
-    if not _missing(row.get("stop_epoch")):
+    if not results.is_missing(row.get("stop_epoch")):
         tags[Tags.ASHA_STOP_EPOCH] = str(int(row["stop_epoch"]))
-    if row.get("best_epoch") is not None and not _missing(row.get("best_epoch")):
+    if row.get("best_epoch") is not None and not results.is_missing(row.get("best_epoch")):
         tags["best_epoch"] = str(int(row["best_epoch"]))
     if isinstance(row.get("error"), str):
         tags["error"] = row["error"][:5000]
@@ -288,7 +288,7 @@ def _log_trial(
     summary_warnings += [f"trial {tid}: param {c} not logged" for c in conflicts]
     metrics = _epoch_metrics(hist, done)
     best_col = f"best_{sweep.space.metric}"
-    metrics += _changed_metrics(existing, {best_col: float(row[best_col])} if not _missing(row.get(best_col)) else {})
+    metrics += _changed_metrics(existing, {best_col: float(row[best_col])} if not results.is_missing(row.get(best_col)) else {})
     tags[Tags.EPOCHS_LOGGED] = str(max(done, int(hist["step"].max()) if len(hist) else 0))
     log_batch(client, run_id, params=new_params, metrics=metrics, tags=tags)
     return str(run_id)
@@ -316,13 +316,6 @@ def _log_report(
         else:
             client.log_artifacts(run_id, tmp, artifact_path=ERRORS_ARTIFACTS)
     return logged
-
-
-def _missing(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # lists and other containers are values, not missing
-        return False
 
 
 #: MLflow's client retries a failed request 7 times, backing off for ~4 minutes in all (made
@@ -444,7 +437,7 @@ def _export(
             else:
                 out.updated += 1
         best_col = f"best_{metric}"
-        ranked = [r for r in rows if not _missing(r.get(best_col))]  # load() sorted them best first
+        ranked = [r for r in rows if not results.is_missing(r.get(best_col))]  # load() sorted them best first
         chosen = ranked if all_trials or top is None else ranked[:top]
         for row in chosen:
             tid = str(row["trial_id"])
