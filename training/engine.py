@@ -34,6 +34,7 @@ from training.data import (
     stratified_split,
 )
 from training.data.augment import BatchAugment
+from training.deadline import Deadline
 from training.devices import granted_gpu_share, release_device_memory, training_device
 from training.early_stopping import EarlyStopping
 from training.features import (
@@ -190,6 +191,8 @@ class FitResult:
     best_epoch: int
     stopped_early: bool
     checkpoint: Checkpoint | None
+    #: the deadline ended it before ``optim.epochs`` (:mod:`training.deadline`)
+    stopped_by_deadline: bool = False
 
 
 def _seed_everything(seed: int) -> None:
@@ -693,6 +696,16 @@ class CheckpointSchedule:
         return False
 
 
+def _all_agree(yes: bool, fitter: Fitter) -> bool:
+    """``yes`` on every data-parallel rank (each rank's own clock can differ at the margin:
+    they must not part ways, or one would wait in a collective for a peer that stopped)."""
+    if not fitter.distributed:
+        return yes
+    flag = torch.tensor([1 if yes else 0], device=fitter.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def fit(
     cfg: TrainConfig,
     data: PreparedData,
@@ -700,9 +713,13 @@ def fit(
     *,
     device: torch.device | None = None,
     features: FeatureStore | None = None,
+    deadline: float | None = None,
 ) -> FitResult:
     """Train ``cfg`` on ``data``, reporting metrics every epoch and a :class:`Checkpoint`
     whenever one is due.
+
+    ``deadline`` (unix time): the fit ends after the last epoch that, its report included,
+    finishes by then (:class:`training.deadline.Deadline`); the first epoch always runs.
 
     Resumes from ``reporter.load_checkpoint()`` when it returns one: the next epoch is the
     one after the checkpoint's, with optimizer, scheduler, early-stopping state and the
@@ -723,8 +740,12 @@ def fit(
     stopped_early = False
     checkpoint: Checkpoint | None = None
     schedule = CheckpointSchedule(cfg.checkpoint_every_s)
+    clock = Deadline(deadline) if deadline is not None else None
+    out_of_time = False
     while not fitter.done:
         epoch = fitter.epoch
+        if clock is not None:
+            clock.epoch_started()
         metrics = fitter.train_epoch()
         if fitter.began_finetune:
             # fine-tuning gets its own patience, as a second Keras fit() would; the best value
@@ -739,13 +760,19 @@ def fit(
         )
         metrics["early_stopped"] = bool(stop)
         fitter.end_epoch(metrics)
+        if clock is not None and not stop and not fitter.done:
+            out_of_time = not _all_agree(clock.next_fits(), fitter)
         checkpoint = None
-        due = schedule.due(improved=improved, last=stop or fitter.done)
+        due = schedule.due(improved=improved, last=stop or out_of_time or fitter.done)
         if due and reporter.rank == 0:  # one copy is enough: every rank holds the same weights
             checkpoint = fitter.checkpoint()
         reporter.report(metrics, checkpoint)
+        if clock is not None:
+            clock.reported()
         if stop:
             stopped_early = True
+            break
+        if out_of_time:
             break
     model = fitter.finish()
     return FitResult(
@@ -754,4 +781,5 @@ def fit(
         best_epoch=fitter.best_epoch + 1,
         stopped_early=stopped_early,
         checkpoint=checkpoint,
+        stopped_by_deadline=out_of_time,
     )

@@ -126,7 +126,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         world_size=ctx.get_world_size(),
         echo=bool(config.get("echo", False)),
     )
-    fit(cfg, _resolve(config["data"]), reporter, device=ray.train.torch.get_device())
+    fit(
+        cfg,
+        _resolve(config["data"]),
+        reporter,
+        device=ray.train.torch.get_device(),
+        deadline=config.get("deadline"),
+    )
 
 
 def run_torch_trainer(
@@ -142,6 +148,7 @@ def run_torch_trainer(
     max_failures: int = 0,
     callbacks: list[Any] | None = None,
     echo: bool = True,
+    deadline: float | None = None,
 ) -> ray.train.Result:
     """Run ``fit`` on ``workers`` data-parallel Ray Train workers and return the Result.
 
@@ -161,7 +168,7 @@ def run_torch_trainer(
         resources["GPU"] = gpus_per_worker if gpus_per_worker is not None else 1.0
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.to_flat(), "data": data, "echo": echo},
+        train_loop_config={"train": cfg.to_flat(), "data": data, "echo": echo, "deadline": deadline},
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
         ),

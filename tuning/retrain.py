@@ -283,6 +283,11 @@ def _epochs(source: SourceTrial, epochs: Epochs, train_share: float = 1.0) -> in
 #: Lite backbone's checkpoint is larger)
 MEMBER_RESERVE_S = 15.0
 
+#: seconds kept after the last member for what follows the training: the inference
+#: checkpoints, MLflow's run and the registered version (a Lite0 ensemble's artifacts are
+#: tens of MB)
+AFTER_TRAINING_RESERVE_S = 20.0
+
 
 def epochs_within(asked: int, epoch_s: float, left_s: float, members_left: int) -> int:
     """The epochs (at most ``asked``) a member can train when ``left_s`` seconds remain for
@@ -302,6 +307,7 @@ def _train_seed(
     workers: int,
     use_gpu: bool,
     cpus_per_worker: float,
+    deadline: float | None = None,
 ) -> tuple[Path, list[dict[str, Any]], str]:
     from training.ray_worker import run_torch_trainer
 
@@ -313,6 +319,7 @@ def _train_seed(
         workers=workers,
         use_gpu=use_gpu,
         cpus_per_worker=cpus_per_worker,
+        deadline=deadline,
     )
     if result.checkpoint is None:
         raise RuntimeError(f"retraining reported no checkpoint (see {result.path})")
@@ -479,7 +486,7 @@ def _fit_the_budget(
     timed = time_an_epoch(cfg, data)
     # data-parallel workers split each epoch's images (no slower than one worker, roughly)
     epoch_s = timed.seconds / workers
-    left = budget_s - (time.monotonic() - started)
+    left = _left_to_train(budget_s, started)
     n = epochs_within(cfg.optim.epochs, epoch_s, left, members_left)
     share = left / members_left
     if n == 0:
@@ -489,6 +496,18 @@ def _fit_the_budget(
         )
     cut = f"{n} of the {cfg.optim.epochs} epochs asked fit" if n < cfg.optim.epochs else f"all {n} epochs asked fit"
     return n, f"{timed.describe()}; {cut} in {share:.0f} s"
+
+
+def _left_to_train(budget_s: float, started: float) -> float:
+    """Seconds the members still have: the budget from the call's start, less what follows them."""
+    return budget_s - (time.monotonic() - started) - AFTER_TRAINING_RESERVE_S
+
+
+def _deadline_of(budget_s: float, started: float, members_left: int) -> float:
+    """The unix time this member's training ends by: its share of what is left (the
+    workers check it, :mod:`training.deadline`; a timing that was low costs the plan's
+    last epochs, not the budget)."""
+    return time.time() + _left_to_train(budget_s, started) / members_left
 
 
 def retrain(
@@ -531,13 +550,16 @@ def retrain(
     sweep; on the task2 quality set it scored above the refitted best trial
     (``docs/benchmarks.md``).
 
-    ``time_budget_s`` (``--time-budget``) bounds the refit's training, every member together,
-    counted from the start of the call: before each member trains, one epoch of its config
-    is timed on a few batches of the real data (:func:`training.epoch_time.time_an_epoch`)
-    and its epochs are cut to what fits in its share of the time left, so its schedule
-    (cosine, one-cycle) is sized to the epochs it really runs. If not one epoch of the first
-    member fits it is an error before anything trains; a later member that does not fit is
-    left out with a warning, and the members already trained are kept.
+    ``time_budget_s`` (``--time-budget``) bounds the refit, every member together, counted
+    from the start of the call, with :data:`AFTER_TRAINING_RESERVE_S` kept for logging and
+    registering: before each member trains, one epoch of its config is timed on a few
+    batches of the real data (:func:`training.epoch_time.time_an_epoch`) and its epochs are
+    cut to what fits in its share of the time left, so its schedule (cosine, one-cycle) is
+    sized to the epochs it will run. The timing plans; the share's deadline, checked by the
+    workers after every epoch, holds: a member whose epochs run slower than timed ends
+    after the last epoch that fits, and says so. If not one epoch of the first member fits
+    it is an error before anything trains; a later member that does not fit is left out
+    with a warning, and the members already trained are kept.
     """
     from training.ray_session import init_ray
     from tuning._mlflow import ensure_reachable, experiment_name, registered_model_name
@@ -630,7 +652,7 @@ def retrain(
                 src_epochs = fitted
                 cfg = cfg.replace(**{"optim.epochs": src_epochs})
             run_name = f"{stamp}-seed{seed}" if len(sources) == 1 else f"{stamp}-{src.trial_id}-seed{seed}"
-            members.append(Member(src.trial_id, seed, src_epochs))
+            deadline = None if time_budget_s is None else _deadline_of(time_budget_s, started, len(planned) - i)
             path, history, run_dir = _train_seed(
                 cfg,
                 data_ref,
@@ -640,7 +662,14 @@ def retrain(
                 workers=workers,
                 use_gpu=use_gpu,
                 cpus_per_worker=cpus,
+                deadline=deadline,
             )
+            if len(history) < src_epochs:  # only a deadline ends a refit early (no validation)
+                budget_lines.append(
+                    f"trial {src.trial_id} seed {seed}: the deadline ended it after {len(history)} of "
+                    f"the {src_epochs} epochs planned (its epochs took longer than timed)"
+                )
+            members.append(Member(src.trial_id, seed, len(history)))
             checkpoints.append(path)
             histories.append(history)
             run_dirs.append(run_dir)

@@ -121,6 +121,35 @@ def test_checkpoints_keep_best_and_last_epochs_between_intervals(task2_prepared:
     assert result.checkpoint.best_epoch == improved[-1]
 
 
+def test_a_deadline_ends_the_fit_after_the_last_epoch_that_fits(
+    task2_prepared: PreparedData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a clock that ticks 1 s per reading (3 readings an epoch: start, trained,
+    reported), each epoch trains 1 s and reports 1 s. A deadline at 10 s: after epoch 1 the
+    next would end at 2 + 1 (no report timed yet), after epoch 2 at 5 + 3 = 8, after epoch
+    3 at 8 + 3 = 11 > 10, so epoch 3 is the last of the 8 asked, and its state is
+    checkpointed though checkpoints are otherwise rare. No deadline: every epoch asked."""
+    import functools
+    import itertools
+
+    import training.engine as engine
+    from training.deadline import Deadline
+
+    ticks = itertools.count(1)
+    monkeypatch.setattr(engine, "Deadline", functools.partial(Deadline, clock=lambda: float(next(ticks))))
+    rarely = _CheckpointLog()
+    cfg = _small("task2", **{"optim.epochs": 8, "checkpoint_every_s": 3600})
+    result = fit(cfg, task2_prepared, rarely, deadline=10.0)
+    assert [m["epoch"] for m in rarely.history] == [1, 2, 3]
+    assert result.stopped_by_deadline and not result.stopped_early
+    assert result.checkpoint is not None and result.checkpoint.epoch == 3 and rarely.saved[-1] == 3
+    # the first epoch always runs, even past the deadline
+    once = fit(cfg, task2_prepared, LocalReporter(), deadline=0.0)
+    assert len(once.history) == 1 and once.stopped_by_deadline
+    free = fit(cfg.replace(**{"optim.epochs": 4}), task2_prepared, LocalReporter())
+    assert len(free.history) == 4 and not free.stopped_by_deadline
+
+
 class _StopAfter:
     """A reporter that interrupts training after ``n`` epochs (like a killed worker)."""
 

@@ -100,3 +100,23 @@ def test_cpus_per_worker(threads: int, workers: int, nodes: list[float], expecte
     from training.ray_session import cpus_per_worker
 
     assert cpus_per_worker(threads, workers, nodes) == expected
+
+
+def test_two_workers_stop_together_at_the_deadline(task2_data: Path, tmp_path: Path, ray_session: None) -> None:
+    """A deadline already past reaches both data-parallel workers through TorchTrainer's
+    loop config: they agree (an all-reduce over gloo) to end after the first epoch, so the
+    run returns, with that epoch checkpointed, instead of one rank waiting for the other."""
+    import time
+
+    from training.engine import prepare_data
+    from training.ray_worker import run_torch_trainer
+
+    cfg = preset_config("task2", {"optim.epochs": 5, "data.image_size": 32, "model.channels": 8,
+                                  "model.stages": 2, "num_threads": 1})  # fmt: skip
+    data, _ = prepare_data(task2_data, cfg)
+    result = run_torch_trainer(
+        cfg, data, storage_path=str(tmp_path), name="late", workers=2, echo=False, deadline=time.time() - 1
+    )
+    with result.checkpoint.as_directory() as d:
+        ckpt = load_checkpoint(d)
+    assert [m["epoch"] for m in ckpt.history] == [1] and ckpt.epoch == 1

@@ -131,11 +131,11 @@ def _fit_in_process(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
 
     runs: list[tuple[Any, Any]] = []
 
-    def in_process(cfg: Any, data: Any, *, storage_path: str, name: str, **_: Any) -> Any:
+    def in_process(cfg: Any, data: Any, *, storage_path: str, name: str, deadline: float | None = None, **_: Any) -> Any:
         prepared = ray.get(data)
         runs.append((cfg, prepared))
         rep = LocalReporter(out_dir=Path(storage_path) / name / "checkpoint_000000")
-        fit(cfg, prepared, rep)
+        fit(cfg, prepared, rep, deadline=deadline)
         folder = ray.train.Checkpoint.from_directory(str(rep.out_dir))
         return SimpleNamespace(checkpoint=folder, path=str(Path(storage_path) / name))
 
@@ -261,6 +261,36 @@ def test_retrain_time_budget_cuts_the_epochs_to_what_fits_before_training(
     # and it is a refit's budget: the trials' own weights train nothing
     assert main(["retrain", sweep[0], "--storage", sweep[1], "--no-refit", "--time-budget", "5m"]) == 2
     assert "--time-budget do not apply" in capsys.readouterr().err
+
+
+def test_retrain_time_budget_holds_when_the_epochs_run_slower_than_timed(
+    sweep: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An epoch "timed" at 1 ms plans all 400 epochs asked into a 4-s budget (reserves set
+    to 0); the real epochs take far longer, so the member's deadline ends it early, the
+    registered member and its checkpoint say how many epochs it trained, and the call ends
+    near its budget instead of after 400 epochs (the task3 refit overran by 82 s this way)."""
+    import time
+
+    import training.epoch_time as et
+    import tuning.retrain as rt
+
+    trained = _fit_in_process(monkeypatch)
+    monkeypatch.setattr(et, "time_an_epoch", lambda cfg, data, **_: et.EpochTime(0.001, 16, len(data.y_train)))
+    monkeypatch.setattr(rt, "MEMBER_RESERVE_S", 0.0)
+    monkeypatch.setattr(rt, "AFTER_TRAINING_RESERVE_S", 0.0)
+    t0 = time.monotonic()
+    assert main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "400", "--time-budget", "4s"]) == 0
+    wall = time.monotonic() - t0
+    out = capsys.readouterr().out
+    ((cfg, _),) = trained
+    assert cfg.optim.epochs == 400  # the plan: the timing said all of them fit
+    ckpt = Path(next(line.split("checkpoint:")[1].strip() for line in out.splitlines() if "checkpoint:" in line))
+    n = len(load_checkpoint(ckpt).history)
+    assert 1 <= n < 400
+    assert f"the deadline ended it after {n} of the 400 epochs planned" in out
+    assert f"for {n} epochs, seeds [0]" in out
+    assert wall < 4 + 30, wall  # not 400 epochs' worth; the slack is the retrain's own start-up
 
 
 # ---------------------------------------------------------------------------------- registry

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset folder (default: the one the sweep used)")
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
     p.add_argument("--no-refit", action="store_true", help="train nothing: register the trials' own best weights (trained on the train split) as the model; with --top K an ensemble that costs no training time")
-    p.add_argument("--time-budget", type=duration, metavar="DURATION", help="bound the refit's training (all members) to e.g. 10m: before each member trains, one epoch is timed on a few batches and its epochs (and schedule) are cut to what fits")
+    p.add_argument("--time-budget", type=duration, metavar="DURATION", help="bound the refit (all members, logging included) to e.g. 10m: before each member trains, one epoch is timed on a few batches and its epochs (and schedule) are cut to what fits; a member whose epochs run slower than timed ends at its share's deadline")
     p.add_argument("--vs-preset", action="store_true", help="also train the task's preset once (poketune train, its own epochs) on the sweep's split and print both scores: what tuning bought")
 
 
