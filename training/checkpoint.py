@@ -34,6 +34,7 @@ __all__ = [
     "OutOfFold",
     "build_model_for",
     "load_checkpoint",
+    "load_initial_weights",
     "load_resumable",
     "save_resumable",
     "write_verified",
@@ -211,6 +212,28 @@ class Checkpoint:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """:meth:`Checkpoint.load`, for call sites that read better as a function."""
     return Checkpoint.load(path)
+
+
+def load_initial_weights(model: nn.Module, state: StateDict, *, source: str) -> None:
+    """Start ``model`` from ``state``, every weight of it (the head too): a warm start, not a
+    resume (the optimizer, schedule and epoch count start afresh). Strict: a missing, extra
+    or reshaped key is a :class:`CheckpointError` that names ``source`` and the first keys."""
+    expected = model.state_dict()
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+        for label, keys in (
+            ("missing keys", sorted(expected.keys() - state.keys())),
+            ("unexpected keys", sorted(state.keys() - expected.keys())),
+            (
+                "shape mismatches",
+                [k for k in sorted(expected.keys() & state.keys()) if expected[k].shape != state[k].shape],
+            ),
+        )
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"{source}: its weights do not fit this model: " + "; ".join(problems))
+    model.load_state_dict(state)
 
 
 def _file(path: str | Path) -> Path:

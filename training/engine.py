@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from training.checkpoint import Checkpoint, build_model_for
+from training.checkpoint import Checkpoint, StateDict, build_model_for, load_initial_weights
 from training.config import ConfigError, TrainConfig
 from training.data import (
     LoadReport,
@@ -557,6 +557,7 @@ class Fitter:
         device: torch.device | None = None,
         features: FeatureStore | None = None,
         seed_offset: int = 0,
+        init_weights: StateDict | None = None,
     ) -> None:
         self.cfg, self.data = cfg, data
         self.rank, self.world_size = rank, world_size
@@ -570,8 +571,10 @@ class Fitter:
                 f"{data.preprocessing.channels}"
             )
         self.run = _build(cfg, data, self.device)
-        if resume is not None:
+        if resume is not None:  # a resumed run already moved on from its initial weights
             _restore(self.run, resume)
+        elif init_weights is not None:
+            load_initial_weights(self.run.model, init_weights, source="the initial weights")
         self.batches: _Batches | None = _batches(
             cfg, data, rank, world_size, self.device, self.run.start_epoch
         )
@@ -714,12 +717,16 @@ def fit(
     device: torch.device | None = None,
     features: FeatureStore | None = None,
     deadline: float | None = None,
+    init_weights: StateDict | None = None,
 ) -> FitResult:
     """Train ``cfg`` on ``data``, reporting metrics every epoch and a :class:`Checkpoint`
     whenever one is due.
 
     ``deadline`` (unix time): the fit ends after the last epoch that, its report included,
     finishes by then (:class:`training.deadline.Deadline`); the first epoch always runs.
+    ``init_weights``: the model starts from these (a warm start, e.g. ``retrain
+    --warm-start`` from a trial's best weights) instead of its configured initialisation;
+    the optimizer, schedule and epochs start afresh.
 
     Resumes from ``reporter.load_checkpoint()`` when it returns one: the next epoch is the
     one after the checkpoint's, with optimizer, scheduler, early-stopping state and the
@@ -735,6 +742,7 @@ def fit(
         resume=reporter.load_checkpoint(),
         device=device,
         features=features,
+        init_weights=init_weights,
     )
     early = fitter.run.early
     stopped_early = False

@@ -26,7 +26,7 @@ from ray.train import Checkpoint as RayCheckpoint
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from training.checkpoint import Checkpoint, load_resumable, save_resumable
+from training.checkpoint import Checkpoint, StateDict, load_resumable, save_resumable
 from training.config import TrainConfig
 from training.engine import PreparedData, fit
 
@@ -115,6 +115,10 @@ def _resolve(data: Any) -> PreparedData:
     return ray.get(data) if isinstance(data, ray.ObjectRef) else data
 
 
+def _resolve_weights(weights: Any) -> StateDict | None:
+    return ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """TorchTrainer entry: ``config = {"train": flat TrainConfig dict, "data": ObjectRef}``."""
     cfg = TrainConfig.from_flat(config["train"])
@@ -132,6 +136,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         reporter,
         device=ray.train.torch.get_device(),
         deadline=config.get("deadline"),
+        init_weights=_resolve_weights(config.get("init_weights")),
     )
 
 
@@ -149,12 +154,14 @@ def run_torch_trainer(
     callbacks: list[Any] | None = None,
     echo: bool = True,
     deadline: float | None = None,
+    init_weights: StateDict | None = None,
 ) -> ray.train.Result:
     """Run ``fit`` on ``workers`` data-parallel Ray Train workers and return the Result.
 
     Re-running with the same ``storage_path``/``name`` resumes from the run's latest
     checkpoint (Train V2 restores a run by its name), which is what makes Tune trials that
-    drive a TorchTrainer resumable.
+    drive a TorchTrainer resumable. ``init_weights``: every worker's model starts from these
+    (``fit``'s warm start), sent once through the object store.
     """
     if not isinstance(data, ray.ObjectRef):
         data = ray.put(data)
@@ -168,7 +175,13 @@ def run_torch_trainer(
         resources["GPU"] = gpus_per_worker if gpus_per_worker is not None else 1.0
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.to_flat(), "data": data, "echo": echo, "deadline": deadline},
+        train_loop_config={
+            "train": cfg.to_flat(),
+            "data": data,
+            "echo": echo,
+            "deadline": deadline,
+            "init_weights": None if init_weights is None else ray.put(init_weights),
+        },
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
         ),

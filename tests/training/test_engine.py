@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import Checkpoint, load_checkpoint
+from training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.early_stopping import EarlyStopping
 from training.engine import LocalReporter, PreparedData, fit, prepare_data
@@ -242,6 +242,30 @@ def test_train_on_all_has_no_val_and_still_checkpoints(task2_data: Path) -> None
     rep = LocalReporter()
     result = fit(cfg, data, rep)
     assert math.isnan(rep.history[0]["val_f1"]) and result.checkpoint is not None
+
+
+def _learned(state: dict[str, torch.Tensor]) -> list[str]:
+    """The keys an optimizer moves (BatchNorm's running statistics move by forward passes)."""
+    return [k for k in state if "running_" not in k and "num_batches" not in k]
+
+
+def test_a_warm_start_begins_at_the_given_weights_with_a_fresh_run(task2_prepared: PreparedData) -> None:
+    """``fit(init_weights=W)`` starts from W, the head included, at epoch 1: at a learning rate
+    of ~0 one epoch leaves every learned weight at W, where the same fit without W does not
+    come near them; weights of another shape are an error naming where they came from."""
+    trained = fit(_small("task2"), task2_prepared).model.state_dict()
+    still = _small("task2", **{"optim.epochs": 1, "optim.lr": 1e-12})
+    rep = LocalReporter()
+    warm = fit(still, task2_prepared, rep, init_weights=trained)
+    assert [m["epoch"] for m in rep.history] == [1]
+    assert warm.checkpoint is not None and warm.checkpoint.optimizer["state"]  # a fresh, stepped optimizer
+    for key in _learned(trained):
+        torch.testing.assert_close(warm.checkpoint.model[key], trained[key], atol=1e-6, rtol=0)
+    cold = fit(still, task2_prepared, LocalReporter()).model.state_dict()
+    assert any(not torch.allclose(cold[k], trained[k], atol=1e-3) for k in _learned(trained))
+    wider = fit(_small("task2", **{"optim.epochs": 1, "model.channels": 16}), task2_prepared).model.state_dict()
+    with pytest.raises(CheckpointError, match=r"the initial weights: .*shape mismatches"):
+        fit(still, task2_prepared, LocalReporter(), init_weights=wider)
 
 
 def test_channel_mismatch_is_a_clear_error(task2_prepared: PreparedData) -> None:

@@ -108,15 +108,23 @@ def test_two_workers_stop_together_at_the_deadline(task2_data: Path, tmp_path: P
     run returns, with that epoch checkpointed, instead of one rank waiting for the other."""
     import time
 
-    from training.engine import prepare_data
+    import torch
+
+    from training.engine import fit, prepare_data
     from training.ray_worker import run_torch_trainer
 
     cfg = preset_config("task2", {"optim.epochs": 5, "data.image_size": 32, "model.channels": 8,
-                                  "model.stages": 2, "num_threads": 1})  # fmt: skip
+                                  "model.stages": 2, "num_threads": 1, "optim.lr": 1e-12})  # fmt: skip
     data, _ = prepare_data(task2_data, cfg)
+    # and initial weights reach the workers the same way (retrain --warm-start): at a rate
+    # of ~0 the epoch leaves the learned weights where they started
+    start = fit(cfg.replace(**{"optim.epochs": 1, "optim.lr": 1e-3}), data).model.state_dict()
     result = run_torch_trainer(
-        cfg, data, storage_path=str(tmp_path), name="late", workers=2, echo=False, deadline=time.time() - 1
-    )
+        cfg, data, storage_path=str(tmp_path), name="late", workers=2, echo=False, deadline=time.time() - 1,
+        init_weights=start,
+    )  # fmt: skip
     with result.checkpoint.as_directory() as d:
         ckpt = load_checkpoint(d)
     assert [m["epoch"] for m in ckpt.history] == [1] and ckpt.epoch == 1
+    for key in (k for k in start if "running_" not in k and "num_batches" not in k):
+        torch.testing.assert_close(ckpt.model[key], start[key], atol=1e-6, rtol=0)
