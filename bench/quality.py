@@ -91,9 +91,9 @@ class QualityTask:
     #: own (``tune --set data.image_size=R``, ``retrain --set data.image_size=SIZE``); None,
     #: or a size not below the set's, ranks at the set's size
     rank_size: int | None = None
-    #: the refit starts from the best trial's own weights (``retrain --warm-start``) rather
+    #: the refit starts from the best trial's own weights (``retrain --from-trial-weights``) rather
     #: than from the preset's initialisation: the sweep's training is kept
-    warm_start: bool = False
+    from_trial_weights: bool = False
 
 
 QUALITY_TASKS: dict[str, QualityTask] = {
@@ -114,7 +114,7 @@ QUALITY_TASKS: dict[str, QualityTask] = {
     "task3": QualityTask("task3", "task3_lite", "search_spaces/task3_transfer.yaml", "lite0", 0.05,
                          False, "issue 12: the tuned transfer flow beats the bare Lite0 script by "
                          ">= 0.05", 60, 64, refit=True, tune_share=0.55, rank_size=96,
-                         warm_start=True),
+                         from_trial_weights=True),
 }  # fmt: skip
 
 #: seconds the flow keeps for submit and score after a refit (task3: ~10 s each, imports included)
@@ -302,8 +302,8 @@ def _flow(
         final = ["retrain", name, "--storage", str(storage)]
         if ranked_small:
             final += ["--set", f"data.image_size={size}"]
-        if task.warm_start:
-            final += ["--warm-start"]
+        if task.from_trial_weights:
+            final += ["--from-trial-weights"]
         # the arm's budget binds the refit too: what the sweep left, less submit and score
         left = budget_s - (time.monotonic() - started) - SUBMIT_RESERVE_S
         final += ["--time-budget", f"{max(left, 1.0):.0f}s"]

@@ -725,7 +725,7 @@ def fit(
     ``deadline`` (unix time): the fit ends after the last epoch that, its report included,
     finishes by then (:class:`training.deadline.Deadline`); the first epoch always runs.
     ``init_weights``: the model starts from these (a warm start, e.g. ``retrain
-    --warm-start`` from a trial's best weights) instead of its configured initialisation;
+    --from-trial-weights`` from a trial's best weights) instead of its configured initialisation;
     the optimizer, schedule and epochs start afresh.
 
     Resumes from ``reporter.load_checkpoint()`` when it returns one: the next epoch is the

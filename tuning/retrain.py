@@ -72,9 +72,9 @@ class Member:
     seed: int
     epochs: int
     fold: int | None = None  # ``--no-refit`` of a --cv trial: which of its fold models
-    #: ``--warm-start``: the trial epoch whose weights it started from (else its config's
+    #: ``--from-trial-weights``: the trial epoch whose weights it started from (else its config's
     #: initialisation, e.g. ImageNet)
-    warm_start_epoch: int | None = None
+    started_from_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """For MLflow's tags and metadata (``fold`` only where there is one)."""
@@ -123,7 +123,7 @@ class RetrainResult:
     time_budget_s: float | None = None  # --time-budget: the refit's training, all members
     #: --time-budget: per member, what one epoch was timed at and the epochs that fit
     budget_lines: list[str] = field(default_factory=list)
-    warm_start: bool = False  # each member started from its trial's best weights
+    from_trial_weights: bool = False  # each member started from its trial's best weights
 
     @property
     def model_uri(self) -> str | None:
@@ -357,21 +357,21 @@ def _kept_weights(source: SourceTrial, out: Path) -> list[_Kept]:
     ]
 
 
-def _warm_weights(source: SourceTrial, cfg: TrainConfig, num_classes: int) -> StateDict:
-    """The trial's best weights for a member of ``cfg`` to start from (``--warm-start``),
+def _trial_weights(source: SourceTrial, cfg: TrainConfig, num_classes: int) -> StateDict:
+    """The trial's best weights for a member of ``cfg`` to start from (``--from-trial-weights``),
     checked here against the model ``cfg`` builds, so a ``--set`` that changes the
     architecture fails in the driver, in one line, before anything trains. A cross-validated
     trial's are its first fold model's."""
     if source.checkpoint is None:
-        raise ConfigError(f"--warm-start: trial {source.trial_id} of sweep {source.sweep!r} has no checkpoint here")
+        raise ConfigError(f"--from-trial-weights: trial {source.trial_id} of sweep {source.sweep!r} has no checkpoint here")
     weights = Checkpoint.load(source.checkpoint).best_weights
-    what = f"--warm-start: trial {source.trial_id}'s checkpoint {source.checkpoint}"
+    what = f"--from-trial-weights: trial {source.trial_id}'s checkpoint {source.checkpoint}"
     load_initial_weights(build_model_for(_from_scratch(cfg), num_classes), weights, source=what)
     return weights
 
 
 def _from_scratch(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` building its model without initial weights: a warm start brings its own (and a
+    """``cfg`` building its model without initial weights: the trial's weights replace them (and a
     hub backbone's pretrained file need not be here to be overwritten)."""
     return cfg.replace(**{"model.pretrained": False, "model.weights_path": None})
 
@@ -428,8 +428,8 @@ def _log_and_register(
         tags["left_out"] = json.dumps({s.trial_id: s.best_value for s in result.left_out})
     if result.time_budget_s is not None:  # --time-budget: why the epochs are what they are
         tags["time_budget_s"] = f"{result.time_budget_s:g}"
-    if result.warm_start:  # the members continued the trials' training (members: which epoch)
-        tags["warm_start"] = "true"
+    if result.from_trial_weights:  # the members continued the trials' training (members: which epoch)
+        tags["from_trial_weights"] = "true"
     with tracking(uri) as client:
         exp_id = get_or_create_experiment(client, experiment, uri)
         with mlflow.start_run(
@@ -558,7 +558,7 @@ def retrain(
     vs_preset: bool = False,
     refit: bool = True,
     time_budget_s: float | None = None,
-    warm_start: bool = False,
+    from_trial_weights: bool = False,
 ) -> RetrainResult:
     """Retrain sweep ``name``'s best trial (or ``trial``, or its ``top`` best distinct
     configs) on train+val, ``seeds`` times each. ``within`` leaves out of the ``top`` those
@@ -589,7 +589,7 @@ def retrain(
     it is an error before anything trains; a later member that does not fit is left out
     with a warning, and the members already trained are kept.
 
-    ``warm_start`` (``--warm-start``): each member starts from its trial's best weights
+    ``from_trial_weights`` (``--from-trial-weights``): each member starts from its trial's best weights
     instead of its config's initialisation, and trains on train+val from there with a fresh
     optimizer and schedule. The sweep's training is then not thrown away: a sweep ranked at a
     small image size (``--set data.image_size``) hands the refit a model that only has to
@@ -610,11 +610,11 @@ def retrain(
         mlflow_uri = ensure_reachable(mlflow_uri, hint="retrain without --mlflow-uri to skip MLflow")
 
     if not refit and (
-        seeds != 1 or epochs != "best" or workers != 1 or use_gpu or overrides or time_budget_s or warm_start
+        seeds != 1 or epochs != "best" or workers != 1 or use_gpu or overrides or time_budget_s or from_trial_weights
     ):
         raise ConfigError(
             "--no-refit keeps the trials' own weights: --seeds, --epochs, --workers, --gpu, --set, "
-            "--time-budget and --warm-start do not apply"
+            "--time-budget and --from-trial-weights do not apply"
         )
     overrides = dict(overrides or {})
     check_overrides(overrides)
@@ -679,10 +679,10 @@ def retrain(
         for i, (src, seed) in enumerate(planned):
             src_epochs = _epochs(src, epochs, train_share)
             cfg = retrain_config(src, epochs=src_epochs, seed=seed, num_threads=torch_threads(cpus), overrides=overrides)
-            if warm_start:
+            if from_trial_weights:
                 cfg = _from_scratch(cfg)
                 if src.trial_id not in warm:
-                    warm[src.trial_id] = _warm_weights(src, cfg, prepared.num_classes)
+                    warm[src.trial_id] = _trial_weights(src, cfg, prepared.num_classes)
             if time_budget_s is not None:
                 fitted, why = _fit_the_budget(cfg, prepared, time_budget_s, started, len(planned) - i, workers)
                 budget_lines.append(f"trial {src.trial_id} seed {seed}: {why}")
@@ -712,7 +712,7 @@ def retrain(
                     f"trial {src.trial_id} seed {seed}: the deadline ended it after {len(history)} of "
                     f"the {src_epochs} epochs planned (its epochs took longer than timed)"
                 )
-            members.append(Member(src.trial_id, seed, len(history), warm_start_epoch=src.best_epoch if warm_start else None))
+            members.append(Member(src.trial_id, seed, len(history), started_from_epoch=src.best_epoch if from_trial_weights else None))
             checkpoints.append(path)
             histories.append(history)
             run_dirs.append(run_dir)
@@ -732,7 +732,7 @@ def retrain(
         refit=refit,
         time_budget_s=time_budget_s,
         budget_lines=budget_lines,
-        warm_start=warm_start,
+        from_trial_weights=from_trial_weights,
     )
     if vs_preset:
         out.preset = _train_preset(sweep, source, data_root, cache_dir, local_root / f"{stamp}-preset")

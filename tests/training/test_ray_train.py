@@ -116,7 +116,7 @@ def test_two_workers_stop_together_at_the_deadline(task2_data: Path, tmp_path: P
     cfg = preset_config("task2", {"optim.epochs": 5, "data.image_size": 32, "model.channels": 8,
                                   "model.stages": 2, "num_threads": 1, "optim.lr": 1e-12})  # fmt: skip
     data, _ = prepare_data(task2_data, cfg)
-    # and initial weights reach the workers the same way (retrain --warm-start): at a rate
+    # and initial weights reach the workers the same way (retrain --from-trial-weights): at a rate
     # of ~0 the epoch leaves the learned weights where they started
     start = fit(cfg.replace(**{"optim.epochs": 1, "optim.lr": 1e-3}), data).model.state_dict()
     result = run_torch_trainer(

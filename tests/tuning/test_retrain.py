@@ -197,7 +197,7 @@ def test_retrain_set_changes_the_refit_config_and_nothing_else(
     for extra, message in [
         (["--set", "optim.epochs=3"], "--set optim.epochs: retrain sets it itself; use --epochs"),
         (["--set", "early_stop.patience=3"], "no validation split to stop on"),
-        (["--no-refit", "--set", "data.image_size=24"], "--set, --time-budget and --warm-start do not apply"),
+        (["--no-refit", "--set", "data.image_size=24"], "--set, --time-budget and --from-trial-weights do not apply"),
         (["--set", "data.imagesize=24"], "data.imagesize"),
     ]:
         assert main(["retrain", sweep[0], "--storage", sweep[1], *extra]) == 2, extra
@@ -206,10 +206,10 @@ def test_retrain_set_changes_the_refit_config_and_nothing_else(
     assert len(trained) == 1  # none of them trained anything
 
 
-def test_warm_start_refits_from_the_trials_best_weights(
+def test_from_trial_weights_refits_from_the_trials_best_weights(
     sweep: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--warm-start``: the member starts from the best trial's best weights (at a rate of ~0
+    """``--from-trial-weights``: the member starts from the best trial's best weights (at a rate of ~0
     one epoch leaves them where they were; the same refit from the config's initialisation
     ends far from them) and records the trial epoch it started from. A ``--set`` that
     changes the architecture fails in one line before anything trains (``fit`` in process)."""
@@ -219,8 +219,8 @@ def test_warm_start_refits_from_the_trials_best_weights(
     best = load_checkpoint(src.checkpoint).best_weights
     learned = [k for k in best if "running_" not in k and "num_batches" not in k]
     still = {"optim.lr": 1e-12}
-    res = retrain(*sweep, mlflow_uri=None, epochs=1, overrides=still, warm_start=True)
-    assert res.warm_start and [m.warm_start_epoch for m in res.members] == [src.best_epoch]
+    res = retrain(*sweep, mlflow_uri=None, epochs=1, overrides=still, from_trial_weights=True)
+    assert res.from_trial_weights and [m.started_from_epoch for m in res.members] == [src.best_epoch]
     warm = load_checkpoint(res.checkpoints[0]).model
     for key in learned:
         torch.testing.assert_close(warm[key], best[key], atol=1e-6, rtol=0)
@@ -228,10 +228,10 @@ def test_warm_start_refits_from_the_trials_best_weights(
     assert any(not torch.allclose(cold[k], best[k], atol=1e-3) for k in learned)
     assert len(trained) == 2
     for extra, message in [
-        (["--set", "model.channels=16"], f"--warm-start: trial {src.trial_id}'s checkpoint {src.checkpoint}: its weights do not fit this model: shape mismatches"),
-        (["--no-refit"], "--time-budget and --warm-start do not apply"),
+        (["--set", "model.channels=16"], f"--from-trial-weights: trial {src.trial_id}'s checkpoint {src.checkpoint}: its weights do not fit this model: shape mismatches"),
+        (["--no-refit"], "--time-budget and --from-trial-weights do not apply"),
     ]:
-        assert main(["retrain", sweep[0], "--storage", sweep[1], "--warm-start", *extra]) == 2, extra
+        assert main(["retrain", sweep[0], "--storage", sweep[1], "--from-trial-weights", *extra]) == 2, extra
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
     assert len(trained) == 2  # neither trained anything
@@ -294,7 +294,7 @@ def test_retrain_time_budget_cuts_the_epochs_to_what_fits_before_training(
     assert "Traceback" not in err and len(trained) == 1
     # and it is a refit's budget: the trials' own weights train nothing
     assert main(["retrain", sweep[0], "--storage", sweep[1], "--no-refit", "--time-budget", "5m"]) == 2
-    assert "--time-budget and --warm-start do not apply" in capsys.readouterr().err
+    assert "--time-budget and --from-trial-weights do not apply" in capsys.readouterr().err
 
 
 def test_retrain_time_budget_holds_when_the_epochs_run_slower_than_timed(
