@@ -285,7 +285,7 @@ def test_the_flow_recipe_is_the_tasks_own_and_arms_can_be_chosen(monkeypatch: py
     monkeypatch.setattr(quality, "_trial_count", lambda name, storage: 5)
     monkeypatch.setattr(quality, "build", lambda *a, **k: tmp_path)
     monkeypatch.setattr(quality, "build_info", lambda d: {"params": {"size": 32}, "counts": {"train": {"images": 1}, "test": {"images": 1}}, "build_s": 0.0})
-    for task, budget_share, final in [("task3", 0.55, ["--from-trial-weights"]), ("task2", 0.9, ["--top", "3", "--within", "0.1", "--no-refit"])]:
+    for task, budget_share, final in [("task3", 0.55, ["--from-trial-weights", "backbone"]), ("task2", 0.9, ["--top", "3", "--within", "0.1", "--no-refit"])]:
         commands.clear()
         report = quality.run(out=tmp_path, task=task, seeds=1, budget="100s", arms="flow")
         assert [r["arm"] for r in report.tables["per seed and arm"]] == ["flow"]  # the other arms left out
@@ -310,7 +310,7 @@ def test_the_flow_recipe_is_the_tasks_own_and_arms_can_be_chosen(monkeypatch: py
     quality.run(out=tmp_path, task="task3", seeds=1, budget="100s", arms="flow")
     tune, retrain = commands
     assert tune[tune.index("--set") + 1] == "data.image_size=96"
-    assert retrain[retrain.index("retrain") + 4:][:3] == ["--set", "data.image_size=160", "--from-trial-weights"]
+    assert retrain[retrain.index("retrain") + 4:][:4] == ["--set", "data.image_size=160", "--from-trial-weights", "backbone"]
     with pytest.raises(ValueError, match="unknown arm 'flo'"):
         quality.run(out=tmp_path, task="task2", arms="flo")
 

@@ -37,6 +37,7 @@ __all__ = [
     "load_initial_weights",
     "load_resumable",
     "save_resumable",
+    "without_head",
     "write_verified",
 ]
 
@@ -214,11 +215,24 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint.load(path)
 
 
+HEAD_PREFIX = "head."  # every poketune model's classification head is its ``head`` submodule
+
+
+def without_head(state: StateDict) -> StateDict:
+    """``state`` less the head's weights: what :func:`load_initial_weights` starts a model's
+    body from while its head starts from the model's own (seeded) initialisation."""
+    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+
+
 def load_initial_weights(model: nn.Module, state: StateDict, *, source: str) -> None:
-    """Start ``model`` from ``state``, every weight of it (the head too): a warm start, not a
-    resume (the optimizer, schedule and epoch count start afresh). Strict: a missing, extra
-    or reshaped key is a :class:`CheckpointError` that names ``source`` and the first keys."""
+    """Start ``model`` from ``state``: a warm start, not a resume (the optimizer, schedule and
+    epoch count start afresh). ``state`` holds every weight, or every weight but the head's
+    (:func:`without_head`), and then the head keeps the model's own initialisation. Strict
+    otherwise: a missing, extra or reshaped key is a :class:`CheckpointError` that names
+    ``source`` and the first keys."""
     expected = model.state_dict()
+    if not any(k.startswith(HEAD_PREFIX) for k in state):  # the body only: the head starts afresh
+        expected = without_head(expected)
     problems = [
         f"{label} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
         for label, keys in (
@@ -233,7 +247,7 @@ def load_initial_weights(model: nn.Module, state: StateDict, *, source: str) -> 
     ]
     if problems:
         raise CheckpointError(f"{source}: its weights do not fit this model: " + "; ".join(problems))
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=len(expected) == len(model.state_dict()))
 
 
 def _file(path: str | Path) -> Path:

@@ -726,7 +726,8 @@ def fit(
     finishes by then (:class:`training.deadline.Deadline`); the first epoch always runs.
     ``init_weights``: the model starts from these (a warm start, e.g. ``retrain
     --from-trial-weights`` from a trial's best weights) instead of its configured initialisation;
-    the optimizer, schedule and epochs start afresh.
+    the optimizer, schedule and epochs start afresh. Without the head's weights
+    (:func:`training.checkpoint.without_head`) the head keeps its seeded initialisation.
 
     Resumes from ``reporter.load_checkpoint()`` when it returns one: the next epoch is the
     one after the checkpoint's, with optimizer, scheduler, early-stopping state and the

@@ -17,13 +17,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
-from training.checkpoint import Checkpoint, StateDict, build_model_for, load_initial_weights
+from training.checkpoint import (
+    Checkpoint,
+    StateDict,
+    build_model_for,
+    load_initial_weights,
+    without_head,
+)
 from training.config import ConfigError, TrainConfig
 from training.data import normalize_batch
 from training.data.check import check_before_training
@@ -49,6 +55,13 @@ __all__ = [
 #: (fewer epochs on the larger set); or a number
 Epochs = Literal["best", "steps"] | int
 _FAILED = ("errored",)
+
+#: ``--from-trial-weights``: which of its trial's weights a member starts from. ``backbone``:
+#: every weight but the head's, which starts from the member's own seeded initialisation, so
+#: the trial's backbone takes the place of the config's pretrained one and the config's recipe
+#: applies as written; ``all``: the head too, continuing the trial's model
+TrialWeights = Literal["all", "backbone"]
+TRIAL_WEIGHTS: tuple[TrialWeights, ...] = get_args(TrialWeights)
 
 
 @dataclass
@@ -123,7 +136,8 @@ class RetrainResult:
     time_budget_s: float | None = None  # --time-budget: the refit's training, all members
     #: --time-budget: per member, what one epoch was timed at and the epochs that fit
     budget_lines: list[str] = field(default_factory=list)
-    from_trial_weights: bool = False  # each member started from its trial's best weights
+    #: --from-trial-weights: each member started from its trial's best weights, these of them
+    from_trial_weights: TrialWeights | None = None
 
     @property
     def model_uri(self) -> str | None:
@@ -357,14 +371,17 @@ def _kept_weights(source: SourceTrial, out: Path) -> list[_Kept]:
     ]
 
 
-def _trial_weights(source: SourceTrial, cfg: TrainConfig, num_classes: int) -> StateDict:
+def _trial_weights(source: SourceTrial, cfg: TrainConfig, num_classes: int, which: TrialWeights) -> StateDict:
     """The trial's best weights for a member of ``cfg`` to start from (``--from-trial-weights``),
-    checked here against the model ``cfg`` builds, so a ``--set`` that changes the
-    architecture fails in the driver, in one line, before anything trains. A cross-validated
-    trial's are its first fold model's."""
+    ``which`` of them, checked here against the model ``cfg`` builds, so a ``--set`` that
+    changes the architecture fails in the driver, in one line, before anything trains (with
+    ``backbone``, a ``--set`` of the head alone fits). A cross-validated trial's are its first
+    fold model's."""
     if source.checkpoint is None:
         raise ConfigError(f"--from-trial-weights: trial {source.trial_id} of sweep {source.sweep!r} has no checkpoint here")
     weights = Checkpoint.load(source.checkpoint).best_weights
+    if which == "backbone":
+        weights = without_head(weights)
     what = f"--from-trial-weights: trial {source.trial_id}'s checkpoint {source.checkpoint}"
     load_initial_weights(build_model_for(_from_scratch(cfg), num_classes), weights, source=what)
     return weights
@@ -428,8 +445,8 @@ def _log_and_register(
         tags["left_out"] = json.dumps({s.trial_id: s.best_value for s in result.left_out})
     if result.time_budget_s is not None:  # --time-budget: why the epochs are what they are
         tags["time_budget_s"] = f"{result.time_budget_s:g}"
-    if result.from_trial_weights:  # the members continued the trials' training (members: which epoch)
-        tags["from_trial_weights"] = "true"
+    if result.from_trial_weights:  # the members started from the trials' weights (members: which epoch)
+        tags["from_trial_weights"] = result.from_trial_weights
     with tracking(uri) as client:
         exp_id = get_or_create_experiment(client, experiment, uri)
         with mlflow.start_run(
@@ -558,7 +575,7 @@ def retrain(
     vs_preset: bool = False,
     refit: bool = True,
     time_budget_s: float | None = None,
-    from_trial_weights: bool = False,
+    from_trial_weights: TrialWeights | None = None,
 ) -> RetrainResult:
     """Retrain sweep ``name``'s best trial (or ``trial``, or its ``top`` best distinct
     configs) on train+val, ``seeds`` times each. ``within`` leaves out of the ``top`` those
@@ -590,8 +607,9 @@ def retrain(
     with a warning, and the members already trained are kept.
 
     ``from_trial_weights`` (``--from-trial-weights``): each member starts from its trial's best weights
-    instead of its config's initialisation, and trains on train+val from there with a fresh
-    optimizer and schedule. The sweep's training is then not thrown away: a sweep ranked at a
+    (:data:`TrialWeights`: ``all`` of them or the ``backbone``'s, with a fresh head) instead of
+    its config's initialisation, and trains on train+val from there with a fresh optimizer and
+    schedule. The sweep's training is then not thrown away: a sweep ranked at a
     small image size (``--set data.image_size``) hands the refit a model that only has to
     adapt to the larger size (progressive resizing). On the task3 quality set it scored far
     above the refit from ImageNet weights within the same budget (``docs/benchmarks.md``).
@@ -603,6 +621,8 @@ def retrain(
     started = time.monotonic()
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if from_trial_weights is not None and from_trial_weights not in TRIAL_WEIGHTS:
+        raise ConfigError(f"--from-trial-weights: {from_trial_weights!r} is not one of {', '.join(TRIAL_WEIGHTS)}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if mlflow_uri is not None:
@@ -682,7 +702,7 @@ def retrain(
             if from_trial_weights:
                 cfg = _from_scratch(cfg)
                 if src.trial_id not in warm:
-                    warm[src.trial_id] = _trial_weights(src, cfg, prepared.num_classes)
+                    warm[src.trial_id] = _trial_weights(src, cfg, prepared.num_classes, from_trial_weights)
             if time_budget_s is not None:
                 fitted, why = _fit_the_budget(cfg, prepared, time_budget_s, started, len(planned) - i, workers)
                 budget_lines.append(f"trial {src.trial_id} seed {seed}: {why}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, without_head
 from training.config import ConfigError, TrainConfig
 from training.early_stopping import EarlyStopping
 from training.engine import LocalReporter, PreparedData, fit, prepare_data
@@ -266,6 +266,18 @@ def test_a_warm_start_begins_at_the_given_weights_with_a_fresh_run(task2_prepare
     wider = fit(_small("task2", **{"optim.epochs": 1, "model.channels": 16}), task2_prepared).model.state_dict()
     with pytest.raises(CheckpointError, match=r"the initial weights: .*shape mismatches"):
         fit(still, task2_prepared, LocalReporter(), init_weights=wider)
+    # every weight but the head's (retrain --from-trial-weights backbone): the body starts from W,
+    # the head from the seeded initialisation the cold fit had
+    body = without_head(trained)
+    assert body and len(body) < len(trained)
+    fresh_head = fit(still, task2_prepared, LocalReporter(), init_weights=body).model.state_dict()
+    for key in _learned(trained):
+        expected = cold[key] if key.startswith("head.") else trained[key]
+        torch.testing.assert_close(fresh_head[key], expected, atol=1e-6, rtol=0)
+    assert any(not torch.allclose(cold[k], trained[k], atol=1e-3) for k in _learned(trained) if k.startswith("head."))
+    part = {k: v for k, v in trained.items() if k != "head.1.bias"}  # a head, but not all of it
+    with pytest.raises(CheckpointError, match=r"the initial weights: .*missing keys \(1\): head.1.bias"):
+        fit(still, task2_prepared, LocalReporter(), init_weights=part)
 
 
 def test_channel_mismatch_is_a_clear_error(task2_prepared: PreparedData) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -219,22 +220,30 @@ def test_from_trial_weights_refits_from_the_trials_best_weights(
     best = load_checkpoint(src.checkpoint).best_weights
     learned = [k for k in best if "running_" not in k and "num_batches" not in k]
     still = {"optim.lr": 1e-12}
-    res = retrain(*sweep, mlflow_uri=None, epochs=1, overrides=still, from_trial_weights=True)
-    assert res.from_trial_weights and [m.started_from_epoch for m in res.members] == [src.best_epoch]
+    res = retrain(*sweep, mlflow_uri=None, epochs=1, overrides=still, from_trial_weights="all")
+    assert res.from_trial_weights == "all" and [m.started_from_epoch for m in res.members] == [src.best_epoch]
     warm = load_checkpoint(res.checkpoints[0]).model
     for key in learned:
         torch.testing.assert_close(warm[key], best[key], atol=1e-6, rtol=0)
     cold = load_checkpoint(retrain(*sweep, mlflow_uri=None, epochs=1, overrides=still).checkpoints[0]).model
     assert any(not torch.allclose(cold[k], best[k], atol=1e-3) for k in learned)
-    assert len(trained) == 2
+    # the backbone's alone (the CLI's --from-trial-weights backbone): the head is the cold refit's
+    assert main(["retrain", sweep[0], "--storage", sweep[1], "--epochs", "1", "--set", "optim.lr=1e-12", "--from-trial-weights", "backbone"]) == 0
+    out = capsys.readouterr().out
+    assert "weights (the backbone's; a fresh head)" in out, out
+    body = load_checkpoint(re.search(r"checkpoint: (\S+)", out).group(1)).model  # type: ignore[union-attr]
+    for key in learned:
+        torch.testing.assert_close(body[key], (cold if key.startswith("head.") else best)[key], atol=1e-6, rtol=0)
+    assert len(trained) == 3
     for extra, message in [
         (["--set", "model.channels=16"], f"--from-trial-weights: trial {src.trial_id}'s checkpoint {src.checkpoint}: its weights do not fit this model: shape mismatches"),
         (["--no-refit"], "--time-budget and --from-trial-weights do not apply"),
+        (["--from-trial-weights", "head"], "--from-trial-weights: 'head' is not one of all, backbone"),
     ]:
         assert main(["retrain", sweep[0], "--storage", sweep[1], "--from-trial-weights", *extra]) == 2, extra
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
-    assert len(trained) == 2  # neither trained anything
+    assert len(trained) == 3  # none of them trained anything
 
 
 def test_epochs_within_splits_what_is_left_among_the_members() -> None:

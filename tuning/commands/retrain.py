@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="an existing Ray cluster (auto, ray://host:10001)")
     p.add_argument("--no-refit", action="store_true", help="train nothing: register the trials' own best weights (trained on the train split) as the model; with --top K an ensemble that costs no training time")
     p.add_argument("--time-budget", type=duration, metavar="DURATION", help="bound the refit (all members, logging included) to e.g. 10m: before each member trains, one epoch is timed on a few batches and its epochs (and schedule) are cut to what fits; a member whose epochs run slower than timed ends at its share's deadline")
-    p.add_argument("--from-trial-weights", action="store_true", help="start each member from its trial's best weights instead of its config's initialisation (e.g. ImageNet), then train on train+val: the sweep's training is kept; with --set data.image_size=N on a sweep ranked smaller, the refit adapts the trial's model to the larger size")
+    p.add_argument("--from-trial-weights", nargs="?", const="all", metavar="all|backbone", help="start each member from its trial's best weights instead of its config's initialisation (e.g. ImageNet), then train on train+val: the sweep's training is kept; 'all' (the default) continues the trial's model, 'backbone' takes every weight but the head's, which starts afresh, as the config's recipe expects of a pretrained backbone; with --set data.image_size=N on a sweep ranked smaller, the refit adapts the trial's model to the larger size")
     p.add_argument("--vs-preset", action="store_true", help="also train the task's preset once (poketune train, its own epochs) on the sweep's split and print both scores: what tuning bought")
 
 
@@ -62,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
         trained = [m for m in res.members if m.trial_id == src.trial_id]
         what = (
             f"for {trained[0].epochs} epochs, seeds {[m.seed for m in trained]}"
-            + (f", starting from its epoch-{src.best_epoch} weights" if res.from_trial_weights else "")
+            + (
+                f", starting from its epoch-{src.best_epoch} weights"
+                + (" (the backbone's; a fresh head)" if res.from_trial_weights == "backbone" else "")
+                if res.from_trial_weights
+                else ""
+            )
             if res.refit and trained
             else "not trained: left out by --time-budget" if res.refit
             else "kept as trained (its best weights, train split only: --no-refit)"
